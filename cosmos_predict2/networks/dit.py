@@ -1,0 +1,551 @@
+"""The Cosmos-Predict2 Video2World diffusion transformer (SPEC section 1).
+
+One readable file: patch embedding, timestep embedding, 3D RoPE, the DiT block with per-frame adaLN
+modulation ("adaLN-LoRA"), the final layer and unpatchify. Module and parameter names are exactly the
+reference's, so released checkpoints load by name and PEFT targets (`q_proj`, `mlp.layer1`, ...) match.
+
+Precision policy: weights and activations in the module's dtype (bf16 on GPU); fp32 for the timestep
+sinusoid, the RoPE angles, RMSNorm statistics and the q/k normalisation + rotation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from cosmos_predict2.networks.attention import attention
+
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm whose statistics are always computed in fp32 (bf16 sums of squares lose precision)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x * self.weight.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_fp32(x).to(x.dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def layer_norm_no_affine(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)
+
+
+def modulate(x_norm: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x_norm * (1 + scale) + shift
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Patchify(nn.Module):
+    """[B, C, T, H, W] -> [B, T', H', W', C*pt*p*p], features ordered (C, t, p1, p2) (SPEC 1, step 2)."""
+
+    def __init__(self, patch_spatial: int, patch_temporal: int) -> None:
+        super().__init__()
+        self.p = patch_spatial
+        self.pt = patch_temporal
+
+    def forward(self, x_B_C_T_H_W: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x_B_C_T_H_W.shape
+        p, pt = self.p, self.pt
+        x = x_B_C_T_H_W.reshape(B, C, T // pt, pt, H // p, p, W // p, p)
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)
+        return x.reshape(B, T // pt, H // p, W // p, C * pt * p * p)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, model_channels: int, patch_spatial: int, patch_temporal: int) -> None:
+        super().__init__()
+        in_features = in_channels * patch_temporal * patch_spatial * patch_spatial
+        self.proj = nn.Sequential(
+            Patchify(patch_spatial, patch_temporal),
+            nn.Linear(in_features, model_channels, bias=False),
+        )
+
+    def forward(self, x_B_C_T_H_W: torch.Tensor) -> torch.Tensor:
+        return self.proj(x_B_C_T_H_W)
+
+
+class Timesteps(nn.Module):
+    """Sinusoidal features of t in fp32, ordered [cos, sin] (SPEC 1, step 3)."""
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+
+    def forward(self, t_B_T: torch.Tensor) -> torch.Tensor:
+        half = self.num_channels // 2
+        k = torch.arange(half, dtype=torch.float32, device=t_B_T.device)
+        freqs = torch.exp(-math.log(10000.0) * k / half)
+        angles = t_B_T.float()[..., None] * freqs
+        return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, in_features: int, out_features: int, use_adaln_lora: bool) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, out_features, bias=False)
+        self.activation = nn.SiLU()
+        self.linear_2 = nn.Linear(out_features, 3 * out_features if use_adaln_lora else out_features, bias=False)
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.activation(self.linear_1(sample)))
+
+
+class VideoRopePosition3DEmb(nn.Module):
+    """3D rotary position angles (SPEC 1, "3D RoPE").
+
+    Holds no parameters or persistent buffers (the reference's `seq`/`*_range` buffers in checkpoint files are
+    ignored on load). Tables are computed once per latent size in fp32 and cached: the forward pass only
+    looks them up.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        h_extrapolation_ratio: float = 1.0,
+        w_extrapolation_ratio: float = 1.0,
+        t_extrapolation_ratio: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.dim_h = head_dim // 6 * 2
+        self.dim_w = self.dim_h
+        self.dim_t = head_dim - self.dim_h - self.dim_w
+        self.h_theta = 10000.0 * h_extrapolation_ratio ** (self.dim_h / (self.dim_h - 2))
+        self.w_theta = 10000.0 * w_extrapolation_ratio ** (self.dim_w / (self.dim_w - 2))
+        self.t_theta = 10000.0 * t_extrapolation_ratio ** (self.dim_t / (self.dim_t - 2))
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _inv_freq(theta: float, dim: int, device: torch.device) -> torch.Tensor:
+        j = torch.arange(0, dim, 2, dtype=torch.float64, device=device)[: dim // 2]
+        return (1.0 / theta ** (j / dim)).float()
+
+    def angles(self, T: int, H: int, W: int, device: torch.device, t_offset: int = 0) -> torch.Tensor:
+        """Angle per token and head channel, [T*H*W, head_dim] fp32, tokens t-major then h then w."""
+        t_pos = torch.arange(t_offset, t_offset + T, dtype=torch.float32, device=device)
+        h_pos = torch.arange(H, dtype=torch.float32, device=device)
+        w_pos = torch.arange(W, dtype=torch.float32, device=device)
+        ang_t = torch.outer(t_pos, self._inv_freq(self.t_theta, self.dim_t, device))
+        ang_h = torch.outer(h_pos, self._inv_freq(self.h_theta, self.dim_h, device))
+        ang_w = torch.outer(w_pos, self._inv_freq(self.w_theta, self.dim_w, device))
+        ang = torch.cat(
+            [
+                ang_t[:, None, None, :].expand(T, H, W, -1),
+                ang_h[None, :, None, :].expand(T, H, W, -1),
+                ang_w[None, None, :, :].expand(T, H, W, -1),
+            ],
+            dim=-1,
+        ).reshape(T * H * W, -1)
+        return torch.cat([ang, ang], dim=-1)
+
+    def forward(
+        self, T: int, H: int, W: int, device: torch.device, t_offset: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each [T*H*W, 1, head_dim] fp32, broadcastable over [B, L, heads, head_dim]."""
+        key = (T, H, W, t_offset, str(device))
+        if key not in self._cache:
+            ang = self.angles(T, H, W, device, t_offset)[:, None, :]
+            self._cache[key] = (torch.cos(ang), torch.sin(ang))
+        return self._cache[key]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Block
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head attention with per-head q/k RMSNorm; RoPE for self-attention only; no mask (SPEC 1, step 5)."""
+
+    def __init__(self, query_dim: int, context_dim: int | None, n_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.is_selfattn = context_dim is None
+        context_dim = query_dim if context_dim is None else context_dim
+        inner_dim = n_heads * head_dim
+        self.n_heads = n_heads
+        self.head_dim = head_dim
+        self.q_proj = nn.Linear(query_dim, inner_dim, bias=False)
+        self.q_norm = RMSNorm(head_dim, eps=1e-6)
+        self.k_proj = nn.Linear(context_dim, inner_dim, bias=False)
+        self.k_norm = RMSNorm(head_dim, eps=1e-6)
+        self.v_proj = nn.Linear(context_dim, inner_dim, bias=False)
+        self.output_proj = nn.Linear(inner_dim, query_dim, bias=False)
+        # Set by cosmos_predict2.parallel for context parallelism (Ulysses all-to-all around the kernel).
+        self.cp_group = None
+
+    def _norm_rope(self, x_B_L_H_D: torch.Tensor, norm: RMSNorm, rope) -> torch.Tensor:
+        x = norm.forward_fp32(x_B_L_H_D)
+        if rope is not None:
+            cos, sin = rope
+            x = x * cos + rotate_half(x) * sin
+        return x.to(x_B_L_H_D.dtype)
+
+    def forward(
+        self,
+        x_B_L_D: torch.Tensor,
+        context_B_M_D: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        B, L, _ = x_B_L_D.shape
+        context = x_B_L_D if context_B_M_D is None else context_B_M_D.to(x_B_L_D.dtype)
+        q = self.q_proj(x_B_L_D).unflatten(-1, (self.n_heads, self.head_dim))
+        k = self.k_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
+        v = self.v_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
+        q = self._norm_rope(q, self.q_norm, rope)
+        k = self._norm_rope(k, self.k_norm, rope)
+        if self.is_selfattn and self.cp_group is not None:
+            from cosmos_predict2.parallel.context_parallel import ulysses_attention
+
+            out_B_L_H_D = ulysses_attention(q, k, v, self.cp_group)
+        else:
+            out_B_L_H_D = attention(q, k, v)
+        return self.output_proj(out_B_L_H_D.reshape(B, L, -1))
+
+
+class GPT2FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.layer1 = nn.Linear(d_model, d_ff, bias=False)
+        self.activation = nn.GELU()  # exact (erf) GELU, as the reference
+        self.layer2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.activation(self.layer1(x)))
+
+
+def adaln_modulation(model_channels: int, adaln_lora_dim: int, n_chunks: int, use_adaln_lora: bool) -> nn.Sequential:
+    if use_adaln_lora:
+        return nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(model_channels, adaln_lora_dim, bias=False),
+            nn.Linear(adaln_lora_dim, n_chunks * model_channels, bias=False),
+        )
+    return nn.Sequential(nn.SiLU(), nn.Linear(model_channels, n_chunks * model_channels, bias=False))
+
+
+class Block(nn.Module):
+    """x = x + gate * SubLayer(LN(x) * (1 + scale) + shift) for self-attn, cross-attn and MLP (SPEC 1, step 4)."""
+
+    def __init__(
+        self,
+        x_dim: int,
+        context_dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        use_adaln_lora: bool,
+        adaln_lora_dim: int,
+    ) -> None:
+        super().__init__()
+        head_dim = x_dim // num_heads
+        self.self_attn = Attention(x_dim, None, num_heads, head_dim)
+        self.cross_attn = Attention(x_dim, context_dim, num_heads, head_dim)
+        self.mlp = GPT2FeedForward(x_dim, int(x_dim * mlp_ratio))
+        self.use_adaln_lora = use_adaln_lora
+        self.adaln_modulation_self_attn = adaln_modulation(x_dim, adaln_lora_dim, 3, use_adaln_lora)
+        self.adaln_modulation_cross_attn = adaln_modulation(x_dim, adaln_lora_dim, 3, use_adaln_lora)
+        self.adaln_modulation_mlp = adaln_modulation(x_dim, adaln_lora_dim, 3, use_adaln_lora)
+
+    def _modulation(self, layer: nn.Sequential, emb_B_T_D: torch.Tensor, adaln_lora_B_T_3D: torch.Tensor | None):
+        m = layer(emb_B_T_D)
+        if adaln_lora_B_T_3D is not None:
+            m = m + adaln_lora_B_T_3D
+        # [B, T, 3D] -> three [B, T, 1, D], broadcast over the H*W tokens of each frame.
+        return [c.unsqueeze(2) for c in m.chunk(3, dim=-1)]
+
+    def forward(
+        self,
+        x_B_T_S_D: torch.Tensor,
+        emb_B_T_D: torch.Tensor,
+        crossattn_emb_B_M_D: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        adaln_lora_B_T_3D: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, T, S, D = x_B_T_S_D.shape
+
+        def run(sublayer, modulation_layer, x, **kwargs):
+            shift, scale, gate = self._modulation(modulation_layer, emb_B_T_D, adaln_lora_B_T_3D)
+            h = modulate(layer_norm_no_affine(x), shift, scale).to(x.dtype)
+            h = sublayer(h.reshape(B, T * S, D), **kwargs).reshape(B, T, S, D)
+            return x + gate * h
+
+        x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, rope=rope)
+        x = run(self.cross_attn, self.adaln_modulation_cross_attn, x, context_B_M_D=crossattn_emb_B_M_D)
+        x = run(self.mlp, self.adaln_modulation_mlp, x)
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(
+        self, hidden_size: int, out_features: int, use_adaln_lora: bool, adaln_lora_dim: int
+    ) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.linear = nn.Linear(hidden_size, out_features, bias=False)
+        self.adaln_modulation = adaln_modulation(hidden_size, adaln_lora_dim, 2, use_adaln_lora)
+
+    def forward(
+        self, x_B_T_S_D: torch.Tensor, emb_B_T_D: torch.Tensor, adaln_lora_B_T_3D: torch.Tensor | None
+    ) -> torch.Tensor:
+        m = self.adaln_modulation(emb_B_T_D)
+        if adaln_lora_B_T_3D is not None:
+            m = m + adaln_lora_B_T_3D[..., : 2 * self.hidden_size]
+        shift, scale = (c.unsqueeze(2) for c in m.chunk(2, dim=-1))
+        h = modulate(layer_norm_no_affine(x_B_T_S_D), shift, scale).to(x_B_T_S_D.dtype)
+        return self.linear(h)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Network
+# ----------------------------------------------------------------------------------------------------------
+
+
+class MiniTrainDIT(nn.Module):
+    """The Cosmos-Predict2 DiT. Constructor keywords are the reference's so that configs port over."""
+
+    def __init__(
+        self,
+        max_img_h: int = 240,
+        max_img_w: int = 240,
+        max_frames: int = 128,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        patch_spatial: int = 2,
+        patch_temporal: int = 1,
+        concat_padding_mask: bool = True,
+        model_channels: int = 2048,
+        num_blocks: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        crossattn_emb_channels: int = 1024,
+        pos_emb_cls: str = "rope3d",
+        use_adaln_lora: bool = True,
+        adaln_lora_dim: int = 256,
+        rope_h_extrapolation_ratio: float = 1.0,
+        rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0,
+        extra_per_block_abs_pos_emb: bool = False,
+        rope_enable_fps_modulation: bool = False,
+        activation_checkpointing: str = "none",
+        **unsupported,
+    ) -> None:
+        super().__init__()
+        if unsupported:
+            # Reference configs carry a few training-only knobs (e.g. `sac_config`, `atten_backend`) with no effect
+            # on the math; anything else would silently change the network, so refuse it.
+            ignorable = {"atten_backend", "sac_config", "use_wan_fp32_strategy", "pos_emb_learnable",
+                         "pos_emb_interpolation", "min_fps", "max_fps", "extra_h_extrapolation_ratio",
+                         "extra_w_extrapolation_ratio", "extra_t_extrapolation_ratio", "rope_enable_fps_modulation"}
+            unknown = sorted(set(unsupported) - ignorable)
+            if unknown:
+                raise TypeError(f"MiniTrainDIT got unknown keyword arguments {unknown}")
+        if pos_emb_cls != "rope3d":
+            raise ValueError(f"pos_emb_cls={pos_emb_cls!r} is not supported; Cosmos-Predict2 uses 'rope3d'")
+        if extra_per_block_abs_pos_emb or rope_enable_fps_modulation:
+            raise ValueError(
+                "extra_per_block_abs_pos_emb and rope_enable_fps_modulation are False for every released "
+                "Cosmos-Predict2 Video2World model and are not implemented"
+            )
+        if model_channels % num_heads:
+            raise ValueError(f"model_channels={model_channels} is not divisible by num_heads={num_heads}")
+        if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
+            raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
+
+        self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.patch_spatial, self.patch_temporal = patch_spatial, patch_temporal
+        self.concat_padding_mask = concat_padding_mask
+        self.model_channels, self.num_heads = model_channels, num_heads
+        self.use_adaln_lora = use_adaln_lora
+        self.activation_checkpointing = activation_checkpointing
+
+        embed_in_channels = in_channels + (1 if concat_padding_mask else 0)
+        self.x_embedder = PatchEmbed(embed_in_channels, model_channels, patch_spatial, patch_temporal)
+        self.pos_embedder = VideoRopePosition3DEmb(
+            model_channels // num_heads,
+            h_extrapolation_ratio=rope_h_extrapolation_ratio,
+            w_extrapolation_ratio=rope_w_extrapolation_ratio,
+            t_extrapolation_ratio=rope_t_extrapolation_ratio,
+        )
+        self.t_embedder = nn.Sequential(
+            Timesteps(model_channels),
+            TimestepEmbedding(model_channels, model_channels, use_adaln_lora=use_adaln_lora),
+        )
+        self.t_embedding_norm = RMSNorm(model_channels, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            [
+                Block(model_channels, crossattn_emb_channels, num_heads, mlp_ratio, use_adaln_lora, adaln_lora_dim)
+                for _ in range(num_blocks)
+            ]
+        )
+        self.final_layer = FinalLayer(
+            model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels, use_adaln_lora,
+            adaln_lora_dim,
+        )
+        # Context parallelism: set by cosmos_predict2.parallel (this rank's share of the latent frames).
+        self.cp_group = None
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _concat_padding_mask(self, x_B_C_T_H_W: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        B, _, T, H, W = x_B_C_T_H_W.shape
+        if padding_mask is None:
+            mask = x_B_C_T_H_W.new_zeros(B, 1, T, H, W)
+        else:
+            mask = F.interpolate(padding_mask.to(x_B_C_T_H_W.dtype), size=(H, W), mode="nearest")
+            mask = mask.expand(B, -1, -1, -1).unsqueeze(2).expand(B, 1, T, H, W)
+        return torch.cat([x_B_C_T_H_W, mask], dim=1)
+
+    def unpatchify(self, y_B_T_S_F: torch.Tensor, T: int, H: int, W: int) -> torch.Tensor:
+        """Output features are ordered (p1, p2, t, C): NOT the inverse of the input order (SPEC 1, step 7)."""
+        B = y_B_T_S_F.shape[0]
+        p, pt = self.patch_spatial, self.patch_temporal
+        y = y_B_T_S_F.reshape(B, T, H, W, p, p, pt, self.out_channels)
+        y = y.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B, C, T, pt, H, p1, W, p2
+        return y.reshape(B, self.out_channels, T * pt, H * p, W * p)
+
+    def _run_block(self, block: Block, *args) -> torch.Tensor:
+        if not torch.is_grad_enabled() or self.activation_checkpointing == "none":
+            return block(*args)
+        context_fn = selective_checkpoint_context if self.activation_checkpointing == "selective" else None
+        kwargs = {"context_fn": context_fn} if context_fn is not None else {}
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+
+    # --- forward -------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x_B_C_T_H_W: torch.Tensor,
+        timesteps_B_T: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        fps: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        del fps, kwargs  # fps modulation of RoPE is off for every released model (SPEC 1)
+        dtype = self.x_embedder.proj[1].weight.dtype
+        if self.concat_padding_mask:
+            x_B_C_T_H_W = self._concat_padding_mask(x_B_C_T_H_W, padding_mask)
+        x_B_T_H_W_D = self.x_embedder(x_B_C_T_H_W.to(dtype))
+        B, T, H, W, D = x_B_T_H_W_D.shape
+        if T > self.max_frames or H * self.patch_spatial > self.max_img_h or W * self.patch_spatial > self.max_img_w:
+            raise ValueError(
+                f"latent size T={T * self.patch_temporal}, H={H * self.patch_spatial}, W={W * self.patch_spatial} "
+                f"exceeds the network's maximum ({self.max_frames}, {self.max_img_h}, {self.max_img_w})"
+            )
+
+        if timesteps_B_T.ndim == 1:
+            timesteps_B_T = timesteps_B_T[:, None].expand(-1, T)
+        sinusoid_B_T_D = self.t_embedder[0](timesteps_B_T)
+        if self.use_adaln_lora:
+            adaln_lora_B_T_3D = self.t_embedder[1](sinusoid_B_T_D.to(dtype))
+            emb_B_T_D = self.t_embedding_norm(sinusoid_B_T_D).to(dtype)  # the normalised raw sinusoid (SPEC 1, 3)
+        else:
+            adaln_lora_B_T_3D = None
+            emb_B_T_D = self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype)))
+
+        t_offset = 0
+        if self.cp_group is not None:
+            from cosmos_predict2.parallel.context_parallel import local_frame_offset
+
+            t_offset = local_frame_offset(T, self.cp_group)
+        rope = self.pos_embedder(T, H, W, x_B_T_H_W_D.device, t_offset=t_offset)
+
+        x = x_B_T_H_W_D.reshape(B, T, H * W, D)
+        crossattn_emb = crossattn_emb.to(dtype)
+        for block in self.blocks:
+            x = self._run_block(block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D)
+        y_B_T_S_F = self.final_layer(x, emb_B_T_D, adaln_lora_B_T_3D)
+        return self.unpatchify(y_B_T_S_F, T, H, W)
+
+
+class MinimalV1LVGDiT(MiniTrainDIT):
+    """Video2World DiT: the base network plus one input channel marking the conditioning latent frames."""
+
+    def __init__(self, *args, timestep_scale: float = 1.0, **kwargs) -> None:
+        in_channels = kwargs.pop("in_channels", 16)
+        super().__init__(*args, in_channels=in_channels + 1, **kwargs)
+        self.timestep_scale = timestep_scale
+
+    def forward(
+        self,
+        x_B_C_T_H_W: torch.Tensor,
+        timesteps_B_T: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        condition_video_input_mask_B_C_T_H_W: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        B, _, T, H, W = x_B_C_T_H_W.shape
+        if condition_video_input_mask_B_C_T_H_W is None:
+            mask = x_B_C_T_H_W.new_zeros(B, 1, T, H, W)
+        else:
+            mask = condition_video_input_mask_B_C_T_H_W.to(x_B_C_T_H_W.dtype)
+        x = torch.cat([x_B_C_T_H_W, mask], dim=1)
+        t_B_T = timesteps_B_T * self.timestep_scale
+        return super().forward(x, t_B_T, crossattn_emb, fps=fps, padding_mask=padding_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Selective activation checkpointing
+# ----------------------------------------------------------------------------------------------------------
+
+def _attention_ops() -> set:
+    ops = set()
+    for name in (
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+    ):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            ops.add(op.default)
+    return ops
+
+
+def _save_attention_policy(ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    # Attention is ~85% of a block's FLOPs at 720p; its output is one [L, D] tensor per block. Keeping it and
+    # recomputing only the cheap matmuls/elementwise ops costs ~9.7 GB for 2B at 720p and saves a second
+    # attention pass. The policy is by op type, not by counting calls, so LoRA's extra matmuls cannot shift it.
+    if op in _ATTENTION_OPS:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_ATTENTION_OPS = _attention_ops()
+
+
+def selective_checkpoint_context():
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    return create_selective_checkpoint_contexts(_save_attention_policy)
+
+
+__all__ = ["MiniTrainDIT", "MinimalV1LVGDiT", "Block", "Attention", "RMSNorm"]

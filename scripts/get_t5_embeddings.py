@@ -1,0 +1,77 @@
+"""Write `DIR/t5_xxl/<stem>.pickle` for every `DIR/metas/<stem>.txt` (SPEC section 4).
+
+    python -m scripts.get_t5_embeddings --dataset_path datasets/my_set [--t5_path checkpoints/google-t5/t5-11b]
+
+Existing pickles are skipped; unreadable prompt files are reported at the end (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable without PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from cosmos_predict2.text import DEFAULT_T5_PATH, T5CheckpointNotFoundError, T5TextEncoder  # noqa: E402
+from cosmos_predict2.text.prompt_files import (  # noqa: E402
+    EmbeddingJob,
+    EmbeddingRunReport,
+    PromptFileError,
+    print_report,
+    read_prompt,
+    write_embeddings,
+)
+
+
+def add_t5_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--t5_path", default=DEFAULT_T5_PATH, help="local T5 folder (google-t5/t5-11b)")
+    parser.add_argument("--batch_size", type=int, default=8, help="prompts per T5 forward")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+
+
+def build_encoder(args: argparse.Namespace) -> T5TextEncoder:
+    return T5TextEncoder(args.t5_path, dtype=getattr(torch, args.dtype), device=args.device)
+
+
+def collect_jobs(dataset_path: Path, report: EmbeddingRunReport) -> list[EmbeddingJob]:
+    metas_dir = dataset_path / "metas"
+    if not metas_dir.is_dir():
+        raise FileNotFoundError(f"{metas_dir} does not exist: the dataset needs one metas/<stem>.txt per video")
+    out_dir = dataset_path / "t5_xxl"
+    jobs = []
+    for meta in sorted(metas_dir.glob("*.txt")):
+        out = out_dir / f"{meta.stem}.pickle"
+        if out.exists():
+            report.skipped_existing.append(out)  # skip before reading so existing outputs cost nothing
+            continue
+        try:
+            jobs.append(EmbeddingJob(read_prompt(meta), out))
+        except PromptFileError as e:
+            report.failed.append(str(e))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_path", required=True, type=Path)
+    add_t5_arguments(parser)
+    args = parser.parse_args(argv)
+    report = EmbeddingRunReport()
+    jobs = collect_jobs(args.dataset_path, report)
+    if jobs:
+        try:
+            encoder = build_encoder(args)
+        except T5CheckpointNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        write_embeddings(jobs, encoder, args.batch_size, report)
+    return print_report(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

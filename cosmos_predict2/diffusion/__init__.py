@@ -1,0 +1,1 @@
+"""Rectified-flow formulation (training loss, denoiser) and the sampler."""

@@ -1,0 +1,33 @@
+"""Check every video/meta/embedding triple of a dataset folder and list all problems at once.
+
+    python -m scripts.validate_dataset --dataset_path datasets/my_set --num_frames 93
+
+Exit code 0 when the dataset is clean, 1 when problems were found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable without PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cosmos_predict2.data.validation import validate_dataset  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_path", required=True, type=Path)
+    parser.add_argument("--num_frames", type=int, default=93)
+    parser.add_argument("--embed_dim", type=int, default=None, help="expected embedding width (1024 for T5-11B)")
+    parser.add_argument("--no_decode", action="store_true", help="only read headers (faster, misses bad data)")
+    args = parser.parse_args(argv)
+    report = validate_dataset(args.dataset_path, args.num_frames, not args.no_decode, args.embed_dim)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

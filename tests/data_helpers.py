@@ -1,0 +1,40 @@
+"""Synthetic datasets for the data/VAE tests: tiny videos written with PyAV, random embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cosmos_predict2.data.video import write_video
+from cosmos_predict2.text.embeddings import save_embedding_pickle
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+CARPHONE = TESTDATA / "carphone_pristine.mp4"
+
+
+def frame_pattern(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """uint8 frames_T_H_W_3 whose mean brightness encodes the frame index (recoverable after lossy coding)."""
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t] = (t * 7) % 250
+        frames[t, : height // 2, : width // 2, 0] = 255  # a red quadrant, to check orientation and crops
+    return frames
+
+
+def frame_index_of(frame_H_W_3: np.ndarray, height: int | None = None) -> int:
+    """Invert frame_pattern using the bottom-right quadrant (unaffected by the red square)."""
+    h, w = frame_H_W_3.shape[:2]
+    return round(float(frame_H_W_3[h // 2 + 2 :, w // 2 + 2 :, 1].mean()) / 7)
+
+
+def make_dataset(root: Path, clips: dict[str, int], height: int = 48, width: int = 64, dim: int = 32) -> Path:
+    """Write videos/<stem>.mp4 (n frames each), metas/<stem>.txt and t5_xxl/<stem>.pickle under root."""
+    for sub in ("videos", "metas", "t5_xxl"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, n in clips.items():
+        write_video(root / "videos" / f"{stem}.mp4", frame_pattern(n, height, width), fps=16)
+        (root / "metas" / f"{stem}.txt").write_text(f"A video of {stem}.", encoding="utf-8")
+        save_embedding_pickle(root / "t5_xxl" / f"{stem}.pickle", rng.standard_normal((5, dim)).astype(np.float32))
+    return root

@@ -1,0 +1,27 @@
+"""The Wan2.1 VAE tokenizer (diffusers AutoencoderKLWan) with Cosmos latent normalisation (SPEC section 3)."""
+
+from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict, diffusers_state_dict_to_wan
+from cosmos_predict2.tokenizers.wan_vae import (
+    DEFAULT_TOKENIZER_PATH,
+    LATENTS_MEAN,
+    LATENTS_STD,
+    WanVAETokenizer,
+    check_frame_count,
+    latent_frames,
+    state_dict_identity,
+    tiny_vae_config,
+)
+
+__all__ = [
+    "DEFAULT_TOKENIZER_PATH",
+    "LATENTS_MEAN",
+    "LATENTS_STD",
+    "VAEKeyError",
+    "WanVAETokenizer",
+    "check_frame_count",
+    "convert_wan_state_dict",
+    "diffusers_state_dict_to_wan",
+    "latent_frames",
+    "state_dict_identity",
+    "tiny_vae_config",
+]

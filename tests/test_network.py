@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cosmos_predict2.networks import (
     EXPECTED_PARAMETERS,
@@ -23,23 +20,15 @@ from cosmos_predict2.networks.weights import (
     randomize_,
     to_diffusers_state_dict,
 )
+from cosmos_predict2.utils.diffusers_compat import NEAREST_RESIZE_SHIM
 
 TINY = dict(crossattn_emb_channels=32)
 
 
 def _patch_diffusers_torchvision(monkeypatch):
-    """diffusers resizes the padding mask with torchvision, which is not a dependency of ours: give it the same
-    nearest-neighbour resize through torch (torchvision's tensor NEAREST path is F.interpolate(mode="nearest"))."""
     import diffusers.models.transformers.transformer_cosmos as tc
 
-    def resize(img, size, interpolation=None):
-        return F.interpolate(img, size=tuple(size), mode="nearest")
-
-    shim = types.SimpleNamespace(
-        functional=types.SimpleNamespace(resize=resize),
-        InterpolationMode=types.SimpleNamespace(NEAREST="nearest"),
-    )
-    monkeypatch.setattr(tc, "transforms", shim, raising=False)
+    monkeypatch.setattr(tc, "transforms", NEAREST_RESIZE_SHIM, raising=False)
 
 
 def _diffusers_model(net):

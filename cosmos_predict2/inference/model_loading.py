@@ -1,0 +1,151 @@
+"""Loading the DiT for inference: a base checkpoint, one of our adapter checkpoints (adapters + their config, the
+base from the recorded path), or a reference LoRA checkpoint (the whole adapted network; SPEC sections 7, 8, 12)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cosmos_predict2.lora import (
+    LoraConfigError,
+    LoraSpec,
+    add_lora,
+    check_flags_match,
+    is_adapter_checkpoint,
+    load_adapter_weights,
+    set_lora_scale,
+    split_adapter_checkpoint,
+)
+from cosmos_predict2.lora.adapters import infer_spec_from_weights, split_reference_lora_checkpoint
+from cosmos_predict2.networks import CheckpointMismatchError, build_net, load_dit_weights
+from cosmos_predict2.networks.weights import IGNORED_PREFIXES, assign_state_dict, torch_load_safe
+
+
+@dataclass
+class LoraFlags:
+    """The optional --lora_* flags; None means "take it from the checkpoint"."""
+
+    rank: int | None = None
+    alpha: float | None = None
+    target_modules: str | None = None
+    scale: float = 1.0
+    base_dit_path: str | None = None
+
+
+@dataclass
+class LoadedNet:
+    net: nn.Module
+    description: str  # one line for the log: what was loaded from where
+    lora_spec: LoraSpec | None = None
+
+
+def _peek(path: Path) -> Mapping | None:
+    """The checkpoint dict when `path` is a .pt/.pth file (memory-mapped: reading it again later is cheap)."""
+    if path.suffix not in (".pt", ".pth"):
+        return None
+    state = torch_load_safe(path)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    return state if isinstance(state, Mapping) else None
+
+
+def _has_reference_lora(state: Mapping) -> bool:
+    return any(isinstance(k, str) and ".lora_A." in k for k in state)
+
+
+def _meta_net(model_size: str, net_config: Mapping | None) -> nn.Module:
+    # Built on meta: loading assigns the checkpoint's tensors, so a 14B model is never allocated twice.
+    return build_net(dict(net_config) if net_config else model_size, device="meta")
+
+
+def load_base_net(
+    dit_path: str | os.PathLike, model_size: str, device: torch.device, dtype: torch.dtype,
+    net_config: Mapping | None = None,
+) -> LoadedNet:
+    """A base (non-LoRA) checkpoint; a LoRA checkpoint gets an error saying which script and flag to use."""
+    path = Path(dit_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--dit_path {path} not found: download the Cosmos-Predict2-{model_size}-Video2World checkpoint there "
+            "or pass --dit_path"
+        )
+    state = _peek(path)
+    if state is not None and (is_adapter_checkpoint(state) or _has_reference_lora(state)):
+        raise LoraConfigError(
+            f"{path} is a LoRA checkpoint: run examples/video2world_lora.py --use_lora --dit_path {path} "
+            "(its rank, alpha and targets are read from the file)"
+        )
+    net = load_dit_weights(_meta_net(model_size, net_config), path, dtype=dtype)
+    return LoadedNet(net.to(device).eval().requires_grad_(False), f"base DiT {model_size} from {path}")
+
+
+def _finish_lora(
+    net: nn.Module, spec: LoraSpec, weights: Mapping[str, torch.Tensor], source: str, flags: LoraFlags,
+    device: torch.device, dtype: torch.dtype,
+) -> nn.Module:
+    # Adapters stay in fp32 (PEFT casts activations for them); the base runs in `dtype`.
+    add_lora(net, spec, adapter_dtype=torch.float32)
+    load_adapter_weights(net, {k: v.float() for k, v in weights.items()}, source)
+    set_lora_scale(net, flags.scale)
+    return net.to(device).eval().requires_grad_(False)
+
+
+def load_lora_net(
+    dit_path: str | os.PathLike, model_size: str | None, device: torch.device, dtype: torch.dtype,
+    flags: LoraFlags, net_config: Mapping | None = None,
+) -> LoadedNet:
+    """Our adapter checkpoint (config read from the file, base from --base_dit_path or the recorded path) or a
+    reference LoRA checkpoint (base + adapters; alpha is not recorded there and must be given)."""
+    path = Path(dit_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--dit_path {path}: LoRA checkpoint not found")
+    state = _peek(path)
+    if state is None:
+        raise LoraConfigError(f"--dit_path {path}: a LoRA checkpoint is a .pt file (model/iter_XXXXXXXXX.pt)")
+    source = str(path)
+
+    if is_adapter_checkpoint(state):
+        spec, base, weights = split_adapter_checkpoint(state, use_ema=True)
+        check_flags_match(spec, flags.rank, flags.alpha, flags.target_modules, source)
+        recorded_size = base.get("model_size")
+        if model_size and recorded_size and model_size != recorded_size:
+            raise LoraConfigError(
+                f"{source}: --model_size {model_size} but the adapter was trained on the {recorded_size} model"
+            )
+        size = recorded_size or model_size
+        base_path = flags.base_dit_path or base.get("dit_path")
+        if not base_path:
+            raise LoraConfigError(f"{source} does not record its base model: pass --base_dit_path")
+        if not Path(base_path).exists():
+            hint = "" if flags.base_dit_path else " (the path recorded in the adapter at training time)"
+            raise FileNotFoundError(
+                f"base DiT {base_path}{hint} not found for LoRA checkpoint {source}: pass --base_dit_path"
+            )
+        cfg = base.get("net_config") or net_config
+        net = load_dit_weights(_meta_net(size, cfg), base_path, dtype=dtype)
+        net = _finish_lora(net, spec, weights, source, flags, device, dtype)
+        desc = f"base DiT {size} from {base_path} + LoRA {source} (rank {spec.rank}, alpha {spec.alpha}, " \
+               f"targets {','.join(spec.target_modules)}, scale {flags.scale})"
+        return LoadedNet(net, desc, spec)
+
+    if _has_reference_lora(state):
+        base_sd, lora_sd = split_reference_lora_checkpoint(state)
+        # Reference files may carry RoPE tables and accumulators; they are recomputed, never loaded.
+        base_sd = {k: v for k, v in base_sd.items() if not k.startswith(IGNORED_PREFIXES)}
+        spec = infer_spec_from_weights(lora_sd, flags.alpha)
+        check_flags_match(spec, flags.rank, None, flags.target_modules, source)
+        net = assign_state_dict(_meta_net(model_size or "2B", net_config), base_sd, source, dtype=dtype)
+        net = _finish_lora(net, spec, lora_sd, source, flags, device, dtype)
+        desc = f"reference LoRA checkpoint {source} (rank {spec.rank}, alpha {spec.alpha} from --lora_alpha, " \
+               f"scale {flags.scale})"
+        return LoadedNet(net, desc, spec)
+
+    raise CheckpointMismatchError(
+        f"{source} holds no LoRA adapters (no lora_A/lora_B weights, no lora_config): for a base model use "
+        "examples/video2world.py, or drop --use_lora"
+    )

@@ -1,0 +1,203 @@
+"""The Video2World generation pipeline (SPEC section 2): text -> T5 embedding, conditioning frames -> VAE latents,
+the reference sampler with guidance in x0 space over the DiT, VAE decode."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cosmos_predict2.diffusion.rectified_flow import Video2WorldCondition, conditioning_mask, denoise
+from cosmos_predict2.diffusion.sampler import DEFAULT_GUIDANCE, DEFAULT_NUM_STEPS, RectifiedFlowAB2Sampler, guided_x0_fn
+from cosmos_predict2.inference.conditioning import (
+    build_input_video,
+    load_conditioning_frames,
+    num_conditional_latent_frames,
+)
+
+EMPTY_NEGATIVE_PROMPT_NOTE = (
+    "the negative prompt is empty: the unconditional branch uses the all-zero text embedding (the 'no text' "
+    "condition the model learned from text dropout in training), so guidance pushes away from an unprompted "
+    "generation instead of being silently disabled as in the reference. Pass --guidance 0 to turn guidance off."
+)
+
+
+@dataclass
+class GenerationTimings:
+    text_s: float = 0.0
+    encode_s: float = 0.0
+    sample_s: float = 0.0
+    decode_s: float = 0.0
+    net_forwards: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return self.text_s + self.encode_s + self.sample_s + self.decode_s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Video2WorldPipeline:
+    """Generate a video from a conditioning image/video and a prompt.
+
+    net: the DiT (any dtype; bf16 on GPU), already on `device`.
+    tokenizer: a WanVAETokenizer (encode uint8 video -> normalised latents, decode -> [-1, 1]).
+    text_encoder: a T5TextEncoder, or None when only precomputed embeddings are used.
+    offload_tokenizer: keep the VAE on the CPU except while it encodes/decodes (saves its memory during sampling).
+    batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        tokenizer,
+        text_encoder=None,
+        device: torch.device | str | None = None,
+        offload_tokenizer: bool = False,
+        batched_guidance: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.net = net
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.device = torch.device(device) if device is not None else next(net.parameters()).device
+        self.offload_tokenizer = offload_tokenizer
+        self.batched_guidance = batched_guidance
+        self.log = log
+        self._embedding_cache: dict[str, torch.Tensor] = {}
+        if offload_tokenizer:
+            self.tokenizer.vae.to("cpu")
+
+    # --- text --------------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """emb_1_512_D (float32, on device); cached per prompt so the negative prompt is encoded once."""
+        if prompt not in self._embedding_cache:
+            if self.text_encoder is None:
+                raise ValueError(
+                    "no text encoder is loaded: pass --t5_path (or precomputed embeddings via --prompt_embedding)"
+                )
+            emb_1_L_D, _ = self.text_encoder.encode([prompt])
+            self._embedding_cache[prompt] = emb_1_L_D.float().to(self.device)
+        return self._embedding_cache[prompt]
+
+    def negative_embedding(self, negative_prompt: str | None, like_1_L_D: torch.Tensor) -> torch.Tensor:
+        if negative_prompt is None or not negative_prompt.strip():
+            self.log(f"note: {EMPTY_NEGATIVE_PROMPT_NOTE}")
+            return torch.zeros_like(like_1_L_D)
+        return self.encode_prompt(negative_prompt)
+
+    # --- VAE ---------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _vae_on_device(self) -> Iterator[None]:
+        if self.offload_tokenizer:
+            self.tokenizer.vae.to(self.tokenizer.device)
+        try:
+            yield
+        finally:
+            if self.offload_tokenizer:
+                self.tokenizer.vae.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    # --- generation --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_path: str,
+        size_hw: tuple[int, int],
+        num_frames: int,
+        prompt: str | None = None,
+        prompt_embedding_1_L_D: torch.Tensor | None = None,
+        negative_prompt: str | None = None,
+        negative_embedding_1_L_D: torch.Tensor | None = None,
+        num_conditional_frames: int = 1,
+        guidance: float = DEFAULT_GUIDANCE,
+        seed: int = 0,
+        num_steps: int = DEFAULT_NUM_STEPS,
+        timings: GenerationTimings | None = None,
+    ) -> torch.Tensor:
+        """Returns the generated video_3_T_H_W in [-1, 1] (float32, CPU). T = num_frames, (H, W) = size_hw."""
+        timings = timings if timings is not None else GenerationTimings()
+        t0 = time.perf_counter()
+        cond_emb = prompt_embedding_1_L_D.float().to(self.device) if prompt_embedding_1_L_D is not None else \
+            self.encode_prompt(prompt or "")
+        uncond_emb = None
+        if guidance != 0:
+            uncond_emb = negative_embedding_1_L_D.float().to(self.device) if negative_embedding_1_L_D is not None \
+                else self.negative_embedding(negative_prompt, cond_emb)
+        timings.text_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        frames_3_n_H_W, is_image = load_conditioning_frames(input_path, num_conditional_frames, size_hw)
+        video_1_3_T_H_W = build_input_video(frames_3_n_H_W, num_frames, is_image)
+        with self._vae_on_device():
+            gt_1_C_T_H_W = self.tokenizer.encode(video_1_3_T_H_W).float().to(self.device)
+        _sync(self.device)
+        timings.encode_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        n_latent = num_conditional_latent_frames(frames_3_n_H_W.shape[1])
+        samples = self.sample_latents(gt_1_C_T_H_W, n_latent, cond_emb, uncond_emb, guidance, seed, num_steps, timings)
+        _sync(self.device)
+        timings.sample_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with self._vae_on_device():
+            video_1_3_T_H_W = self.tokenizer.decode(samples)
+        _sync(self.device)
+        timings.decode_s = time.perf_counter() - t0
+        video_3_T_H_W = video_1_3_T_H_W[0].float().cpu()
+        if tuple(video_3_T_H_W.shape[1:]) != (num_frames, *size_hw):
+            shape = list(video_3_T_H_W.shape)
+            raise RuntimeError(f"decoded video has shape {shape}, expected {num_frames} frames of {size_hw}")
+        return video_3_T_H_W
+
+    def sample_latents(
+        self,
+        gt_1_C_T_H_W: torch.Tensor,
+        num_conditional_latent_frames: int,
+        cond_emb_1_L_D: torch.Tensor,
+        uncond_emb_1_L_D: torch.Tensor | None,
+        guidance: float,
+        seed: int,
+        num_steps: int,
+        timings: GenerationTimings | None = None,
+    ) -> torch.Tensor:
+        """The DiT sampling loop: the part that dominates run time (and what the benchmark measures)."""
+        shape = tuple(gt_1_C_T_H_W.shape)
+        H, W = shape[-2:]
+        mask_1_1_T_H_W = conditioning_mask(torch.tensor([num_conditional_latent_frames], device=self.device), shape)
+        sampler = RectifiedFlowAB2Sampler(num_steps=num_steps)
+        counter = {"forwards": 0}
+
+        def denoise_fn(x_B: torch.Tensor, sigma_B: torch.Tensor, emb_B_L_D: torch.Tensor) -> torch.Tensor:
+            B = x_B.shape[0]
+            counter["forwards"] += B
+            # Pixel-space padding mask, all zeros (no padding), as in training (SPEC 5).
+            padding_B_1_H_W = x_B.new_zeros(B, 1, H * 8, W * 8)
+            condition = Video2WorldCondition(
+                emb_B_L_D,
+                gt_1_C_T_H_W.expand(B, *shape[1:]),
+                mask_1_1_T_H_W.expand(B, *mask_1_1_T_H_W.shape[1:]),
+                padding_mask=padding_B_1_H_W,
+            )
+            x0_B, _ = denoise(self.net, x_B, sigma_B.float(), condition)
+            return x0_B
+
+        x0_fn = guided_x0_fn(denoise_fn, cond_emb_1_L_D, uncond_emb_1_L_D, guidance, batched=self.batched_guidance)
+        noise = sampler.initial_noise(shape, seed).to(self.device)
+        samples = sampler.sample(x0_fn, noise)
+        if timings is not None:
+            timings.net_forwards = counter["forwards"]
+        return samples

@@ -34,6 +34,14 @@ from cosmos_predict2.inference.safety import check_safety_models
 MODEL_SIZE_CHOICES = ("2B", "14B", "tiny")  # tiny: the small test/demo network (needs --size and tiny T5/VAE)
 
 
+def _number(text: str) -> int | float:
+    """An int when the text is one (so messages say '16', not '16.0'), else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def build_parser(lora: bool) -> argparse.ArgumentParser:
     script = "video2world_lora.py" if lora else "video2world.py"
     p = argparse.ArgumentParser(
@@ -84,7 +92,7 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     if lora:
         p.add_argument("--use_lora", action="store_true", help="--dit_path is a LoRA checkpoint")
         p.add_argument("--lora_rank", type=int, default=None, help="optional: must equal the checkpoint's rank")
-        p.add_argument("--lora_alpha", type=float, default=None,
+        p.add_argument("--lora_alpha", type=_number, default=None,
                        help="optional for our checkpoints (must match); required for reference LoRA checkpoints")
         p.add_argument("--lora_target_modules", default=None, help="optional: must equal the checkpoint's targets")
         p.add_argument("--lora_scale", type=float, default=1.0, help="adapter strength (0 = the base model exactly)")

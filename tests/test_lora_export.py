@@ -1,0 +1,88 @@
+"""Adapter export: the diffusers file loaded into diffusers' CosmosTransformer3DModel and the PEFT folder loaded with
+PeftModel give the same output as our adapted network (tiny config, fp32)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_inference_assets import EMB_DIM, assets, tiny_net  # noqa: F401
+
+from cosmos_predict2.inference import LoraFlags, load_lora_net
+from cosmos_predict2.lora import LoraConfigError, set_lora_scale
+from cosmos_predict2.lora.export import DIFFUSERS_WEIGHT_NAME, export_diffusers, export_peft, main, read_adapter
+from cosmos_predict2.networks.weights import diffusers_config, to_diffusers_state_dict
+
+CPU = torch.device("cpu")
+
+
+def _patch_diffusers_torchvision(monkeypatch):
+    # diffusers resizes the padding mask with torchvision (not a dependency): same nearest resize through torch.
+    import diffusers.models.transformers.transformer_cosmos as tc
+
+    def resize(img, size, interpolation=None):
+        return F.interpolate(img, size=tuple(size), mode="nearest")
+
+    shim = types.SimpleNamespace(functional=types.SimpleNamespace(resize=resize),
+                                 InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
+    monkeypatch.setattr(tc, "transforms", shim, raising=False)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 2, 4, 6, generator=g)
+    t = torch.rand(1, 2, generator=g)
+    ctx = torch.randn(1, 7, EMB_DIM, generator=g)
+    cond = torch.zeros(1, 1, 2, 4, 6)
+    cond[:, :, 0] = 1
+    return x, t, ctx, cond, torch.zeros(1, 1, 32, 48)
+
+
+def test_diffusers_export_matches_our_adapted_network(assets, tmp_path, monkeypatch):  # noqa: F811
+    from diffusers import CosmosTransformer3DModel
+
+    _patch_diffusers_torchvision(monkeypatch)
+    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags()).net
+    base = tiny_net()  # the same weights as assets.dit
+    cfg = {k: v for k, v in diffusers_config(base).items() if not k.startswith("_")}
+    model = CosmosTransformer3DModel(**cfg)
+    model.load_state_dict(to_diffusers_state_dict(base.state_dict()), strict=True)
+    for module in model.modules():  # diffusers' q/k RMSNorm eps is 1e-5; the reference's is 1e-6 (SPEC 1)
+        if module.__class__.__name__ == "RMSNorm":
+            module.eps = 1e-6
+    model.eval()
+    export_diffusers(assets.adapter, tmp_path)
+    model.load_lora_adapter(str(tmp_path), weight_name=DIFFUSERS_WEIGHT_NAME, adapter_name="cosmos")
+    x, t, ctx, cond, padding = _inputs()
+    with torch.no_grad():
+        mine = ours(x, t, ctx, cond, padding_mask=padding)
+        theirs = model(hidden_states=x, timestep=t[:, None, :, None, None], encoder_hidden_states=ctx,
+                       condition_mask=cond, padding_mask=padding, fps=None, return_dict=False)[0]
+        set_lora_scale(ours, 0.0)
+        without = ours(x, t, ctx, cond, padding_mask=padding)
+    assert (mine - without).abs().max() > 1e-2  # the adapter matters, so the comparison tests it
+    assert (mine - theirs).abs().max() / theirs.abs().max() < 1e-5
+
+
+def test_peft_export_loads_with_peft(assets, tmp_path):  # noqa: F811
+    from peft import PeftModel
+
+    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags()).net
+    folder = export_peft(assets.adapter, tmp_path / "peft")
+    peft_model = PeftModel.from_pretrained(tiny_net(), str(folder)).eval()
+    x, t, ctx, cond, padding = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(x, t, ctx, cond, padding_mask=padding),
+                                   ours(x, t, ctx, cond, padding_mask=padding), rtol=1e-6, atol=1e-6)
+
+
+def test_cli_and_bad_input(assets, tmp_path, capsys):  # noqa: F811
+    main([str(assets.adapter), str(tmp_path / "out")])
+    assert (tmp_path / "out/peft/adapter_config.json").is_file()
+    assert (tmp_path / "out/diffusers" / DIFFUSERS_WEIGHT_NAME).is_file()
+    spec, _, weights = read_adapter(assets.adapter)
+    assert spec.rank == 4 and all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in weights)
+    with pytest.raises((ValueError, LoraConfigError), match="not an adapter checkpoint"):
+        read_adapter(assets.dit)

@@ -1,0 +1,24 @@
+"""Group `scheduler`: `lambdalinear` (SPEC 6 defaults) and `constant`. Values are lr factors (lr = base_lr * f)."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from cosmos_predict2.configs.lazy import L
+from cosmos_predict2.training.optim import ConstantScheduler, LambdaLinearScheduler
+
+LAMBDALINEAR = L(LambdaLinearScheduler)(
+    warm_up_steps=[1000],
+    cycle_lengths=[10_000_000_000_000],
+    f_start=[1.0e-6],
+    f_max=[1.0],
+    f_min=[1.0],
+    verbosity_interval=0,
+)
+CONSTANT = L(ConstantScheduler)()
+
+
+def register_scheduler() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="scheduler", package="scheduler", name="lambdalinear", node=LAMBDALINEAR)
+    cs.store(group="scheduler", package="scheduler", name="constant", node=CONSTANT)

@@ -132,3 +132,10 @@ def test_subprocess_run_and_clean_error(assets, tmp_path):  # noqa: F811
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _check_mp4(out)
+
+
+def test_memory_flags_run(assets, tmp_path):  # noqa: F811
+    out = tmp_path / "mem.mp4"
+    video2world.main(common_argv(assets, out, "--offload_text_encoder", "--downcast_text_encoder",
+                                 "--offload_tokenizer", "--sequential_guidance"))
+    _check_mp4(out)

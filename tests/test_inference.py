@@ -74,9 +74,11 @@ def test_bad_inputs(assets, tmp_path):  # noqa: F811
         load_conditioning_frames(broken, 1, SIZE_HW)
 
 
+_ASSETS = {}  # filled by the base_pipe fixture: the tiny VAE folder and input image shared by these tests
+
+
 def _pipeline(net) -> Video2WorldPipeline:
-    torch.manual_seed(0)
-    tokenizer = WanVAETokenizer.from_pretrained(_pipeline.vae, device=CPU)
+    tokenizer = WanVAETokenizer.from_pretrained(_ASSETS["vae"], device=CPU)
     return Video2WorldPipeline(net, tokenizer, device=CPU, log=lambda _: None)
 
 
@@ -85,17 +87,17 @@ def _embs(seed=0):
     return torch.randn(1, 512, EMB_DIM, generator=g), torch.randn(1, 512, EMB_DIM, generator=g)
 
 
-def _generate(pipe, guidance=7.0, seed=0, input_path=None, **kw):
+def _generate(pipe, guidance=7.0, seed=0, **kw):
     cond, neg = _embs()
     return pipe.generate(
-        input_path=str(input_path or _pipeline.image), size_hw=SIZE_HW, num_frames=NUM_FRAMES,
-        prompt_embedding_1_L_D=cond, negative_embedding_1_L_D=neg, guidance=guidance, seed=seed, num_steps=3, **kw,
+        input_path=str(_ASSETS["image"]), size_hw=SIZE_HW, num_frames=NUM_FRAMES, prompt_embedding_1_L_D=cond,
+        negative_embedding_1_L_D=neg, guidance=guidance, seed=seed, num_steps=3, **kw,
     )
 
 
 @pytest.fixture(scope="module")
 def base_pipe(assets):  # noqa: F811
-    _pipeline.vae, _pipeline.image = assets.vae, assets.image
+    _ASSETS.update(vae=assets.vae, image=assets.image)
     return _pipeline(load_base_net(assets.dit, "tiny", CPU, torch.float32).net)
 
 

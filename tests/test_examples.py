@@ -139,3 +139,19 @@ def test_memory_flags_run(assets, tmp_path):  # noqa: F811
     video2world.main(common_argv(assets, out, "--offload_text_encoder", "--downcast_text_encoder",
                                  "--offload_tokenizer", "--sequential_guidance"))
     _check_mp4(out)
+
+
+def test_precomputed_embeddings_need_no_t5(assets, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from cosmos_predict2.text import save_embedding_pickle
+
+    rng = np.random.default_rng(0)
+    save_embedding_pickle(tmp_path / "p.pickle", rng.standard_normal((5, 32)).astype(np.float32))
+    save_embedding_pickle(tmp_path / "n.pickle", rng.standard_normal((9, 32)).astype(np.float32))
+    out = tmp_path / "emb.mp4"
+    argv = common_argv(assets, out, "--prompt_embedding", str(tmp_path / "p.pickle"),
+                       "--negative_prompt_embedding", str(tmp_path / "n.pickle"))
+    argv[argv.index("--t5_path") + 1] = str(tmp_path / "no_t5_here")
+    video2world.main(argv)
+    _check_mp4(out)

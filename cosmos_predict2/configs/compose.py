@@ -74,6 +74,15 @@ def _split_override(override: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
+def _quote_commas(override: str) -> str:
+    """Hydra reads `a=x,y` as a multirun sweep, which a training run cannot be; a comma-separated value such as
+    `model.config.lora_target_modules=q_proj,k_proj` is meant as one string, so quote it."""
+    key, value = override.split("=", 1)
+    if "," in value and not value.startswith(("[", "{", "'", '"')) and "\\," not in value:
+        return f"{key}='{value}'"
+    return override
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     with initialize(version_base=None, config_path=None):
         return compose(config_name=ROOT_NAME, overrides=overrides)
@@ -96,6 +105,7 @@ def compose_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()
             if value not in options and value not in ("null", ""):
                 raise ConfigError(f"unknown {key} {value!r}; closest: {_close(value, options)}. "
                                   f"Available: {', '.join(options)}")  # fmt: skip
+    overrides = [_quote_commas(o) for o in overrides]
     try:
         cfg = _compose(overrides)
     except (HydraException, OmegaConfBaseException) as e:

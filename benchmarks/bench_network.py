@@ -174,8 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         for m in peer.modules():
             if m.__class__.__name__ == "RMSNorm":
                 m.eps = 1e-6
-    rows, details = [], {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                         "torch": torch.__version__}
+    rows, details = (
+        [],
+        {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__},
+    )
     warmup, reps = (1, args.reps) if device.type == "cuda" else (1, 1)
 
     for res in args.resolutions.split(","):

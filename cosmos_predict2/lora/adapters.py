@@ -192,6 +192,8 @@ def split_reference_lora_checkpoint(state: Mapping, prefix: str = "net.") -> tup
         if not k.startswith(prefix):
             continue
         name = k[len(prefix):]
+        if name.startswith(("pos_embedder.", "accum_")):  # reference buffers, not weights
+            continue
         if ".lora_" in name:
             lora[name] = v
         else:

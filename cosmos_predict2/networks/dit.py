@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cosmos_predict2.networks.attention import attention
+from cosmos_predict2.networks.fused import maybe_fused
 
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 
@@ -46,8 +47,27 @@ def layer_norm_no_affine(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=eps)
 
 
-def modulate(x_norm: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x_norm * (1 + scale) + shift
+@maybe_fused
+def norm_modulate(x_B_T_S_D: torch.Tensor, shift_B_T_1_D: torch.Tensor, scale_B_T_1_D: torch.Tensor) -> torch.Tensor:
+    """LayerNorm(x) * (1 + scale) + shift, in x's dtype."""
+    return (layer_norm_no_affine(x_B_T_S_D) * (1 + scale_B_T_1_D) + shift_B_T_1_D).to(x_B_T_S_D.dtype)
+
+
+@maybe_fused
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return x + gate * h
+
+
+@maybe_fused
+def rms_norm_rope(
+    x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor | None, sin: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-head RMSNorm then rotate-half RoPE, both in fp32, result in x's dtype (SPEC 1, step 5)."""
+    x = x_B_L_H_D.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    if cos is not None:
+        x = x * cos + rotate_half(x) * sin
+    return x.to(x_B_L_H_D.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,13 +217,6 @@ class Attention(nn.Module):
         # Set by cosmos_predict2.parallel for context parallelism (Ulysses all-to-all around the kernel).
         self.cp_group = None
 
-    def _norm_rope(self, x_B_L_H_D: torch.Tensor, norm: RMSNorm, rope) -> torch.Tensor:
-        x = norm.forward_fp32(x_B_L_H_D)
-        if rope is not None:
-            cos, sin = rope
-            x = x * cos + rotate_half(x) * sin
-        return x.to(x_B_L_H_D.dtype)
-
     def forward(
         self,
         x_B_L_D: torch.Tensor,
@@ -215,8 +228,9 @@ class Attention(nn.Module):
         q = self.q_proj(x_B_L_D).unflatten(-1, (self.n_heads, self.head_dim))
         k = self.k_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
         v = self.v_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
-        q = self._norm_rope(q, self.q_norm, rope)
-        k = self._norm_rope(k, self.k_norm, rope)
+        cos, sin = rope if rope is not None else (None, None)
+        q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, cos, sin)
+        k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, cos, sin)
         if self.is_selfattn and self.cp_group is not None:
             from cosmos_predict2.parallel.context_parallel import ulysses_attention
 
@@ -288,9 +302,9 @@ class Block(nn.Module):
 
         def run(sublayer, modulation_layer, x, **kwargs):
             shift, scale, gate = self._modulation(modulation_layer, emb_B_T_D, adaln_lora_B_T_3D)
-            h = modulate(layer_norm_no_affine(x), shift, scale).to(x.dtype)
+            h = norm_modulate(x, shift, scale)
             h = sublayer(h.reshape(B, T * S, D), **kwargs).reshape(B, T, S, D)
-            return x + gate * h
+            return gated_residual(x, gate, h)
 
         x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, rope=rope)
         x = run(self.cross_attn, self.adaln_modulation_cross_attn, x, context_B_M_D=crossattn_emb_B_M_D)
@@ -314,8 +328,7 @@ class FinalLayer(nn.Module):
         if adaln_lora_B_T_3D is not None:
             m = m + adaln_lora_B_T_3D[..., : 2 * self.hidden_size]
         shift, scale = (c.unsqueeze(2) for c in m.chunk(2, dim=-1))
-        h = modulate(layer_norm_no_affine(x_B_T_S_D), shift, scale).to(x_B_T_S_D.dtype)
-        return self.linear(h)
+        return self.linear(norm_modulate(x_B_T_S_D, shift, scale))
 
 
 # ----------------------------------------------------------------------------------------------------------

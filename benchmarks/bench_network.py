@@ -92,7 +92,7 @@ def make_peer(net, device, dtype):
     return peer.to(device, dtype)
 
 
-def bench_resolution(net, peer, res, shape, backends, device, dtype, warmup, reps, details) -> list[tuple]:
+def bench_resolution(net, peer, res, shape, backends, ckpts, device, dtype, warmup, reps, details) -> list[tuple]:
     rows = []
     ctx_dim = net.blocks[0].cross_attn.k_proj.in_features
     T, H, W = shape
@@ -115,7 +115,7 @@ def bench_resolution(net, peer, res, shape, backends, device, dtype, warmup, rep
         rows.append((res, f"ours fwd ({backend})", sec, peak, fwd_flops / sec / 1e12))
     set_attention_backend("cudnn")
 
-    for ckpt in ("selective", "full"):
+    for ckpt in ckpts:
         net.activation_checkpointing = ckpt
 
         def ours_step():
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--backends", default="cudnn,flash", help="our SDPA backends to time for the forward")
+    ap.add_argument("--ckpt", default="selective,full", help="our activation-checkpointing modes to time")
     args = ap.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
 
     for res in args.resolutions.split(","):
         shape = RESOLUTIONS[res] if not args.tiny else (3, 8, 12)
-        rows += bench_resolution(net, peer, res, shape, args.backends.split(","), device, dtype, warmup, reps, details)
+        rows += bench_resolution(
+            net, peer, res, shape, args.backends.split(","), args.ckpt.split(","), device, dtype, warmup, reps, details
+        )
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

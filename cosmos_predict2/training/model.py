@@ -229,8 +229,12 @@ class Video2WorldModel(nn.Module):
             from cosmos_predict2.networks.weights import initialize_weights, randomize_
 
             log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {seed})")
-            net = net.to_empty(device="cpu")
-            (randomize_ if c.random_init == "random" else initialize_weights)(net, seed)
+            if self.device.type == "cuda" and c.random_init == "random":
+                # 2B/14B random weights (benchmarks): draw on the GPU; a CPU draw of 14e9 numbers takes minutes.
+                net = _randomize_on_device_(net.to_empty(device=self.device), seed)
+            else:
+                net = net.to_empty(device="cpu")
+                (randomize_ if c.random_init == "random" else initialize_weights)(net, seed)
             net = net.to(base_dtype)
         net = net.to(self.device)
         net.requires_grad_(True)
@@ -331,6 +335,19 @@ class Video2WorldModel(nn.Module):
 
         sd = lora_state_dict(self.net) if self.is_lora else self.net.state_dict()
         return {k: _full_tensor(v) for k, v in sd.items()}
+
+
+@torch.no_grad()
+def _randomize_on_device_(net: nn.Module, seed: int) -> nn.Module:
+    """Same distribution as networks.weights.randomize_ (norm weights ~1, others ~N(0, 1/fan_in)), drawn on the
+    parameters' device."""
+    g = torch.Generator(device=next(net.parameters()).device).manual_seed(seed)
+    for name, p in net.named_parameters():
+        if name.endswith("norm.weight") or "_norm." in name:
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device=p.device))
+        else:
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device) / p.shape[-1] ** 0.5)
+    return net
 
 
 def _full_tensor(t: torch.Tensor) -> torch.Tensor:

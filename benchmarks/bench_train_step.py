@@ -1,0 +1,201 @@
+"""One LoRA training step of the 2B Video2World model: ours vs the diffusers + PEFT peer, same run, same inputs.
+
+Ours: the real trainer pieces (Video2WorldModel.training_step with SPEC-2 sigma/conditioning/dropout, backward,
+clip at 1.0, fused AdamW, LoRA-only EMA), LoRA r16 on q/k/v/output_proj + mlp, bf16 base, fp32 adapters, random
+base weights, batch 1 of cached latents (93 frames = 24 latent frames), selective vs full activation checkpointing.
+Peer: diffusers CosmosTransformer3DModel + PEFT LoRA r16 on the same layers, gradient checkpointing, bf16, same
+inputs, plain MSE on the velocity, AdamW on the adapters (SPEC 11 quotes 16.7 s / 30.8 GiB at 720p, 3.2 s /
+14.8 GiB at 480p on one H200).
+
+    python benchmarks/bench_train_step.py                    # CUDA: 480p and 720p; JSON to $OUT/bench_train_step.json
+    python benchmarks/bench_train_step.py --tiny             # CPU smoke check of the script
+    python benchmarks/bench_train_step.py --resolutions 720p --no-peer --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
+from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
+from cosmos_predict2.training.optim import build_optimizer, clip_gradients  # noqa: E402
+
+LATENT_SHAPES = {"480p": (24, 54, 96), "720p": (24, 88, 160), "tiny": (3, 8, 8)}
+LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
+PEER_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, float]:
+    """(median s/step, peak GiB over the timed steps)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return statistics.median(times), peak
+
+
+def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dict:
+    T, H, W = shape
+    g = torch.Generator(device=device).manual_seed(seed)
+    return {
+        "latents": torch.randn(1, 16, T, H, W, generator=g, device=device),
+        "t5_text_embeddings": torch.randn(1, 512, text_dim, generator=g, device=device),
+        "padding_mask": torch.zeros(1, 1, H * 8, W * 8, device=device),
+    }
+
+
+def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict) -> tuple[float, float]:
+    cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=16, lora_alpha=16,
+                            lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
+                            tokenizer_type="tiny_random", hash_base_checkpoint=False)  # fmt: skip
+    if size == "tiny":
+        cfg["net"] = {"crossattn_emb_channels": 64}
+    model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
+    model.setup(device, seed=0)
+    model.init_ema()
+    named = [(n, p) for n, p in model.net.named_parameters() if p.requires_grad]
+    opt = build_optimizer([p for _, p in named], lr=2**-10)
+    batch = make_batch(shape, model.net_kwargs()["crossattn_emb_channels"], device)
+    it = [0]
+
+    def step():
+        loss, _ = model.training_step(batch, it[0])
+        loss.backward()
+        clip_gradients(named, 1.0)
+        opt.step()
+        model.ema.update(model.net, it[0])
+        opt.zero_grad(set_to_none=True)
+        it[0] += 1
+
+    extra["trainable_parameters"] = sum(p.numel() for _, p in named)
+    return measure(step, warmup, reps, device)  # everything is freed when this frame goes (see free_memory)
+
+
+def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[float, float]:
+    from diffusers import CosmosTransformer3DModel
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from cosmos_predict2.networks import build_net
+    from cosmos_predict2.networks.weights import diffusers_config
+    from cosmos_predict2.utils.diffusers_compat import ensure_cosmos_padding_resize
+
+    ensure_cosmos_padding_resize()
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    overrides = {"crossattn_emb_channels": 64} if size == "tiny" else {}
+    cfg = {k: v for k, v in diffusers_config(build_net(size, device="meta", **overrides)).items()
+           if not k.startswith("_")}  # fmt: skip
+    with torch.device(device):
+        net = CosmosTransformer3DModel(**cfg).to(torch_dtype)  # random weights: speed does not depend on values
+    net.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, target_modules=PEER_TARGETS, lora_dropout=0.0), net)
+    for n, p in net.named_parameters():
+        if ".lora_" in n:
+            p.requires_grad_(True)
+            p.data = p.data.float()
+    net.enable_gradient_checkpointing()
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2**-10, fused=device.type == "cuda")
+    T, H, W = shape
+    b = make_batch(shape, cfg["text_embed_dim"], device)
+    x0 = b["latents"].to(torch_dtype)
+    ctx = b["t5_text_embeddings"].to(torch_dtype)
+    cond = torch.zeros(1, 1, T, H, W, device=device, dtype=torch_dtype)
+    cond[:, :, :1] = 1
+    pad = b["padding_mask"].to(torch_dtype)
+
+    def step():
+        t = torch.rand(1, device=device)
+        eps = torch.randn_like(x0)
+        xt = (1 - t) * x0 + t * eps
+        out = net(xt, t.view(1, 1, 1, 1, 1).expand(1, 1, T, 1, 1), ctx, condition_mask=cond, padding_mask=pad,
+                  return_dict=False)[0]  # fmt: skip
+        ((out.float() - (eps - x0).float()) ** 2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return measure(step, warmup, reps, device)
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke check with the tiny network")
+    ap.add_argument("--resolutions", default="480p,720p")
+    ap.add_argument("--checkpointing", default="selective,full")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    if args.tiny:
+        device, size, dtype, resolutions = torch.device("cpu"), "tiny", "fp32", ["tiny"]
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("CUDA is required for the 2B benchmark; use --tiny for a CPU smoke check")
+        device, size, dtype, resolutions = torch.device("cuda"), "2B", "bf16", args.resolutions.split(",")
+    rows, details = [], {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda"
+                         else "cpu", "model": size, "lora_rank": 16, "batch": 1}  # fmt: skip
+    for res in resolutions:
+        shape = LATENT_SHAPES[res]
+        for ckpt in args.checkpointing.split(","):
+            try:
+                sec, peak = ours(size, shape, ckpt, device, dtype, args.warmup, args.reps, details)
+                rows.append({"resolution": res, "impl": f"ours ckpt={ckpt}", "s_per_step": sec, "peak_gib": peak})
+            except torch.OutOfMemoryError:
+                rows.append({"resolution": res, "impl": f"ours ckpt={ckpt}", "s_per_step": None, "peak_gib": "OOM"})
+            free_memory(device)
+        if not args.no_peer:
+            try:
+                sec, peak = peer(size, shape, device, dtype, args.warmup, args.reps)
+                rows.append({"resolution": res, "impl": "peer diffusers+PEFT ckpt", "s_per_step": sec,
+                             "peak_gib": peak})  # fmt: skip
+            except torch.OutOfMemoryError:
+                rows.append({"resolution": res, "impl": "peer diffusers+PEFT ckpt", "s_per_step": None,
+                             "peak_gib": "OOM"})  # fmt: skip
+            free_memory(device)
+
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
+    print(f"\n{details}")
+    print(f"{'res':<6} {'implementation':<28} {'s/step':>9} {'peak GiB':>9}")
+    for r in rows:
+        sec = f"{r['s_per_step']:.3f}" if r["s_per_step"] is not None else "-"
+        peak = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f}"
+        print(f"{r['resolution']:<6} {r['impl']:<28} {sec:>9} {peak:>9}")
+
+
+if __name__ == "__main__":
+    main()

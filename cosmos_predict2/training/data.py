@@ -81,18 +81,26 @@ class SeededDataset(torch.utils.data.Dataset):
 LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "collate_fn")
 
 
-def build_train_loader(loader_cfg: Any, seed: int, start_batch: int) -> tuple[DataLoader, torch.utils.data.Dataset]:
-    """DataLoader from the `dataloader_train` config node (see module docstring); returns (loader, dataset)."""
+def build_train_loader(
+    loader_cfg: Any, seed: int, start_batch: int, context_parallel_size: int = 1
+) -> tuple[DataLoader, torch.utils.data.Dataset]:
+    """DataLoader from the `dataloader_train` config node (see module docstring); returns (loader, dataset).
+    With context parallelism the ranks of one CP group must read the same samples, so our `get_sampler` is given
+    `context_parallel_size` (it then shards over data-parallel ranks only)."""
     cfg = dict(_to_container(loader_cfg))
     if "dataset" not in cfg:
         raise ValueError("dataloader_train has no `dataset`: set dataloader_train=L(DataLoader)(dataset=..., ...)")
     dataset = instantiate(cfg["dataset"])
     if "sampler" in cfg and cfg["sampler"] is not None:
-        sampler = instantiate(cfg["sampler"], dataset=dataset)  # the same dataset object, not a second copy
+        extra = {}
+        if cfg["sampler"].get("_target_") == "cosmos_predict2.data.dataset.get_sampler":
+            extra["context_parallel_size"] = context_parallel_size
+        # the same dataset object, not a second copy built from the sampler's own `dataset` node
+        sampler = instantiate(cfg["sampler"], dataset=dataset, **extra)
     else:
         from cosmos_predict2.data import get_sampler
 
-        sampler = get_sampler(dataset)
+        sampler = get_sampler(dataset, context_parallel_size=context_parallel_size)
     kwargs = {k: cfg[k] for k in LOADER_KEYS if k in cfg and cfg[k] is not None}
     batch_size = int(kwargs.pop("batch_size", 1))
     if kwargs.get("num_workers", 0) == 0:

@@ -57,7 +57,9 @@ class PowerEMA:
         return beta
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: t.detach().cpu() for name, t in self.shadow.items()}
+        """Whole tensors on the CPU (under FSDP2 the shadows are DTensor shards: every rank must call this)."""
+        return {name: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+                for name, t in self.shadow.items()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "EMA state") -> None:
         missing, unexpected = set(self.shadow) - set(state), set(state) - set(self.shadow)
@@ -65,7 +67,12 @@ class PowerEMA:
             raise KeyError(f"{source}: EMA weights do not match the trainable parameters: missing "
                            f"{sorted(missing)[:5]} ({len(missing)}), unexpected {sorted(unexpected)[:5]}")
         for name, t in state.items():
-            self.shadow[name].copy_(t.float())
+            shadow = self.shadow[name]
+            if hasattr(shadow, "device_mesh"):  # FSDP2: keep this rank's shard of the whole tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                t = distribute_tensor(t.float().to(shadow.device), shadow.device_mesh, shadow.placements)
+            shadow.copy_(t.float() if not hasattr(t, "device_mesh") else t)
 
     @contextlib.contextmanager
     def applied(self, net: nn.Module) -> Iterator[nn.Module]:

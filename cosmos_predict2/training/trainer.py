@@ -187,12 +187,16 @@ def _train(cfg: DictConfig, dist: DistInfo, job_dir: Path, is_main: bool) -> Tra
     seed = int(cfg.trainer.seed)
     seed_everything(seed + dist.rank)
 
+    cp_size = int(cfg.model_parallel.get("context_parallel_size", 1))
+    # The ranks of one context-parallel group share a sample, so they must also draw the same sigma, noise and
+    # text dropout: the training step is seeded with the data-parallel rank, not the global one.
+    dp_rank = int(parallel.dp_rank_and_size()[0]) if parallel is not None else 0
     model = instantiate(cfg.model)
-    model.setup(dist.device, seed=seed, rank=dist.rank)  # raises LoRA/config errors before any weight is read
+    model.setup(dist.device, seed=seed, rank=dp_rank)  # raises LoRA/config errors before any weight is read
     if parallel is not None:
         model.net = parallel.parallelize_net(
             model.net, fsdp_shard_size=int(model.config.fsdp_shard_size),
-            context_parallel_size=int(cfg.model_parallel.context_parallel_size),
+            context_parallel_size=cp_size,
         )  # fmt: skip
     model.init_ema()
     named_trainable = [(n, p) for n, p in model.net.named_parameters() if p.requires_grad]
@@ -213,7 +217,8 @@ def _train(cfg: DictConfig, dist: DistInfo, job_dir: Path, is_main: bool) -> Tra
         Checkpointer.load_model(model, _load(Path(ckpt_cfg.load_path)), str(ckpt_cfg.load_path))
 
     max_iter = int(cfg.trainer.max_iter)
-    loader, dataset = build_train_loader(cfg.dataloader_train, seed=seed, start_batch=start_iteration)
+    loader, dataset = build_train_loader(cfg.dataloader_train, seed=seed, start_batch=start_iteration,
+                                         context_parallel_size=cp_size if parallel is not None else 1)
     log.info(f"Training data: {len(dataset)} samples; iterations {start_iteration} -> {max_iter}")
 
     clip_norm = float(_callback_cfg(cfg, "grad_clip").get("clip_norm", 1.0))

@@ -31,13 +31,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x * self.weight.float()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_fp32(x).to(x.dtype)
+        return _rms_norm_fp32(x, self.weight, self.eps).to(x.dtype)
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)
@@ -58,16 +53,23 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torc
     return x + gate * h
 
 
+def _rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+
+
 @maybe_fused
 def rms_norm_rope(
-    x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor | None, sin: torch.Tensor | None
+    x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
     """Per-head RMSNorm then rotate-half RoPE, both in fp32, result in x's dtype (SPEC 1, step 5)."""
-    x = x_B_L_H_D.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    if cos is not None:
-        x = x * cos + rotate_half(x) * sin
-    return x.to(x_B_L_H_D.dtype)
+    x = _rms_norm_fp32(x_B_L_H_D, weight, eps)
+    return (x * cos + rotate_half(x) * sin).to(x_B_L_H_D.dtype)
+
+
+@maybe_fused
+def rms_norm(x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return _rms_norm_fp32(x_B_L_H_D, weight, eps).to(x_B_L_H_D.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -228,9 +230,12 @@ class Attention(nn.Module):
         q = self.q_proj(x_B_L_D).unflatten(-1, (self.n_heads, self.head_dim))
         k = self.k_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
         v = self.v_proj(context).unflatten(-1, (self.n_heads, self.head_dim))
-        cos, sin = rope if rope is not None else (None, None)
-        q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, cos, sin)
-        k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, cos, sin)
+        if rope is not None:
+            q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope)
+            k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope)
+        else:
+            q = rms_norm(q, self.q_norm.weight, self.q_norm.eps)
+            k = rms_norm(k, self.k_norm.weight, self.k_norm.eps)
         if self.is_selfattn and self.cp_group is not None:
             from cosmos_predict2.parallel.context_parallel import ulysses_attention
 

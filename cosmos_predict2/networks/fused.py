@@ -43,6 +43,8 @@ def maybe_fused(fn: Callable) -> Callable:
         if not _should_fuse(args[0]):
             return fn(*args)
         if not compiled:
+            # One specialisation per (shape, grad mode): a few resolutions x self/cross attention x train/eval.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             compiled.append(torch.compile(fn, fullgraph=True, dynamic=False))
         return compiled[0](*args)
 

@@ -27,7 +27,7 @@ smoke: $(STAMP)
 	$(PY) -m scripts.smoke_network
 
 demo: $(STAMP)
-	$(PY) -m scripts.smoke_network
+	$(PY) -m scripts.demo
 
 clean:
 	rm -rf $(VENV) outputs

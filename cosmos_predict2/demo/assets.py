@@ -1,0 +1,238 @@
+"""Pretraining of the demo's tiny models (run by `python -m scripts.make_demo_assets`; deterministic on CPU).
+
+1. Tiny T5 (`make_tiny_t5`, d_model 32, seed 0), written to assets/demo/tiny_t5 (it is random: it only has to give
+   different prompts different embeddings, and the base model and the LoRA must see the same encoder).
+2. Tiny VAE: diffusers `AutoencoderKLWan` with `tiny_vae_config()` (the Wan2.1 class, 8x8x4 compression,
+   16 latent channels), trained as a plain autoencoder (posterior mean, L1 + MSE) on freshly drawn "shapes" clips
+   (colour channels randomly permuted, so all hues are seen), then its latent statistics are folded into
+   `quant_conv`/`post_quant_conv` so that the fixed Cosmos normalisation (SPEC 3) gives unit-variance latents.
+3. Tiny base DiT: the "tiny" `MinimalV1LVGDiT` pretrained *with the real training stack*: the shapes set is written
+   in the guide's layout, embedded with `scripts.get_t5_embeddings`, encoded with `scripts.cache_latents`, and trained
+   by `scripts.train` with the shipped experiment `predict2_video2world_training_tiny_example`
+   (`train_architecture=full`, from scratch) plus overrides; the EMA weights are exported to safetensors (diffusers
+   names, loadable by `load_dit_weights`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmos_predict2.demo import FPS, HEIGHT, NUM_FRAMES, REPO_ROOT, T5_DIM, WIDTH
+from cosmos_predict2.demo.synthetic import robot_clip, shapes_clip, write_dataset
+
+VAE_SEED, SHAPES_SEED, EVAL_SEED, ROBOT_EVAL_SEED = 100, 0, 999, 998
+
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """PSNR in dB between two uint8-range arrays (any shape)."""
+    a = torch.as_tensor(np.asarray(a), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _to_model(frames_T_H_W_3: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames_T_H_W_3).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def _vae_batch(step: int, batch: int, num_frames: int) -> torch.Tensor:
+    clips = []
+    for j in range(batch):
+        idx = step * batch + j
+        frames = shapes_clip(VAE_SEED, idx, num_frames=num_frames, height=HEIGHT, width=WIDTH).frames
+        perm = np.random.default_rng([VAE_SEED, idx, 7]).permutation(3)
+        clips.append(_to_model(frames[..., perm]))
+    return torch.stack(clips)
+
+
+def train_vae(steps: int = 300, batch: int = 4, num_frames: int = 5, lr: float = 2e-3, log=print):
+    """Train the tiny Wan VAE; returns the diffusers model (latent statistics not yet folded)."""
+    from diffusers import AutoencoderKLWan
+
+    from cosmos_predict2.tokenizers import tiny_vae_config
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**tiny_vae_config()).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    t0 = time.perf_counter()
+    for step in range(steps):
+        x = _vae_batch(step, batch, num_frames)
+        mu = vae.encode(x).latent_dist.mean
+        rec = vae.decode(mu).sample
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-4 * mu.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"vae step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
+    return vae.eval()
+
+
+@torch.no_grad()
+def fold_latent_statistics(vae, clips: list[np.ndarray]) -> dict:
+    """Make the Cosmos normalisation z = (mu - MEAN)/STD (SPEC 3, fixed constants) unit-variance per channel for
+    this VAE: rescale quant_conv's mean rows and the inverse into post_quant_conv. Decoding is unchanged."""
+    from cosmos_predict2.tokenizers import LATENTS_MEAN, LATENTS_STD
+
+    z = vae.config.z_dim
+    mus = torch.cat([vae.encode(_to_model(c)[None]).latent_dist.mean for c in clips], 0)  # [N, z, t, h, w]
+    m = mus.mean(dim=(0, 2, 3, 4))
+    s = mus.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    MEAN = torch.tensor(LATENTS_MEAN[:z])
+    STD = torch.tensor(LATENTS_STD[:z])
+    a = STD / s  # mu' = a * (mu - m) + MEAN
+    q = vae.quant_conv
+    q.weight[:z] *= a.view(-1, 1, 1, 1, 1)
+    q.bias[:z] = (q.bias[:z] - m) * a + MEAN
+    p = vae.post_quant_conv  # expects mu = (mu' - MEAN) / a + m
+    P = p.weight[:, :, 0, 0, 0].clone()
+    p.bias += P @ (m - MEAN / a)
+    p.weight /= a.view(1, -1, 1, 1, 1)
+    return {"raw_latent_mean": m.tolist(), "raw_latent_std": s.tolist()}
+
+
+@torch.no_grad()
+def vae_psnr(tokenizer, clips: list[np.ndarray]) -> float:
+    values = []
+    for frames in clips:
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None]
+        rec = tokenizer.decode(tokenizer.encode(video))[0]
+        rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).permute(1, 2, 3, 0).numpy()
+        values.append(psnr(rec_u8, frames))
+    return float(np.mean(values))
+
+
+def _run(cmd: list[str], log_file: Path, log=print) -> float:
+    """Run a repository entry point (python -m ...) from the repository root; output goes to log_file."""
+    t0 = time.perf_counter()
+    log(f"$ {' '.join(cmd)}")
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        r = subprocess.run([sys.executable, *cmd], cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}); see {log_file}")
+    return time.perf_counter() - t0
+
+
+def pretrain_dit_overrides(dataset_dir: Path, job_root: Path, vae_dir: Path, steps: int, batch: int) -> list[str]:
+    return [
+        "experiment=predict2_video2world_training_tiny_example",
+        f"job.root={job_root}",
+        "job.group=demo_pretrain",
+        "job.name=tiny_base",
+        f"model.config.net.crossattn_emb_channels={T5_DIM}",
+        "model.config.tokenizer_type=wan2.1",
+        f"model.config.tokenizer_path={vae_dir}",
+        f"dataloader_train.dataset.dataset_dir={dataset_dir}",
+        f"dataloader_train.dataset.num_frames={NUM_FRAMES}",
+        f"dataloader_train.dataset.video_size=[{HEIGHT},{WIDTH}]",
+        "dataloader_train.dataset.use_cached_latents=true",
+        f"dataloader_train.batch_size={batch}",
+        f"trainer.max_iter={steps}",
+        "trainer.logging_iter=100",
+        f"checkpoint.save_iter={steps}",
+        "optimizer.lr=0.001",
+        f"scheduler.cycle_lengths=[{steps}]",
+        f"scheduler.warm_up_steps=[{min(100, steps // 10)}]",
+        "scheduler.f_max=[1.0]",
+        "scheduler.f_min=[0.1]",
+    ]
+
+
+def export_ema_weights(model_ckpt: Path, out: Path) -> int:
+    """net_ema.* of a full fine-tuning checkpoint -> one safetensors file with diffusers names (fp32)."""
+    from safetensors.torch import save_file
+
+    from cosmos_predict2.networks import build_net, load_dit_weights
+    from cosmos_predict2.networks.weights import extract_prefixed, to_diffusers_state_dict, torch_load_safe
+
+    state = torch_load_safe(model_ckpt)
+    prefix = "net_ema." if any(k.startswith("net_ema.") for k in state) else "net."
+    sd = {k: v.float().contiguous() for k, v in extract_prefixed(state, prefix).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(to_diffusers_state_dict(sd), str(out), metadata={"format": "pt", "source": f"{model_ckpt} ({prefix})"})
+    net = load_dit_weights(build_net("tiny", device="meta"), out)  # check it loads into the inference network
+    return sum(p.numel() for p in net.parameters())
+
+
+def make_assets(
+    out_dir: Path, work_dir: Path, vae_steps: int = 300, dit_steps: int = 3000, num_clips: int = 256,
+    dit_batch: int = 16, reuse_vae: bool = False, skip_dit: bool = False, log=print,
+) -> dict:
+    """Create tiny_t5/, tiny_vae/ and tiny_dit.safetensors in out_dir; intermediate files go to work_dir."""
+    from safetensors.torch import save_file  # noqa: F401  (imported early: fail before hours of work)
+
+    from cosmos_predict2.text import make_tiny_t5
+    from cosmos_predict2.tokenizers import WanVAETokenizer
+
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_file = work_dir / "make_demo_assets.log"
+    timings: dict[str, float] = {}
+    report: dict = {}
+
+    t0 = time.perf_counter()
+    t5_dir = make_tiny_t5(out_dir / "tiny_t5", d_model=T5_DIM, seed=0)
+    timings["tiny_t5_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    vae_dir = out_dir / "tiny_vae"
+    if reuse_vae and (vae_dir / "config.json").is_file():
+        log(f"reusing {vae_dir} (pass --force to retrain)")
+    else:
+        vae = train_vae(steps=vae_steps, log=log)
+        stats_clips = [shapes_clip(VAE_SEED + 1, i, num_frames=NUM_FRAMES).frames for i in range(64)]
+        report["vae_latent_stats"] = fold_latent_statistics(vae, stats_clips)
+        vae.save_pretrained(str(vae_dir), safe_serialization=True)
+        timings["vae_s"] = time.perf_counter() - t0
+    tok = WanVAETokenizer.from_pretrained(vae_dir, device="cpu")
+    report["vae_psnr_shapes_heldout_db"] = vae_psnr(tok, [shapes_clip(EVAL_SEED, i).frames for i in range(16)])
+    report["vae_psnr_robot_db"] = vae_psnr(tok, [robot_clip(ROBOT_EVAL_SEED, i).frames for i in range(16)])
+    z = torch.cat([tok.encode(torch.from_numpy(shapes_clip(EVAL_SEED, i).frames).permute(3, 0, 1, 2)[None])
+                   for i in range(16)])  # fmt: skip
+    report["normalised_latent_std"] = float(z.std())
+    log(f"VAE: PSNR {report['vae_psnr_shapes_heldout_db']:.2f} dB (held-out shapes), "
+        f"{report['vae_psnr_robot_db']:.2f} dB (robot, never seen); latent std {report['normalised_latent_std']:.3f}")
+
+    if skip_dit:
+        return report
+    # The base DiT through the real pipeline: dataset -> embeddings -> latent cache -> scripts.train.
+    data_dir = work_dir / "shapes_dataset"
+    t0 = time.perf_counter()
+    if not (data_dir / "videos").is_dir() or len(list((data_dir / "videos").glob("*.mp4"))) != num_clips:
+        write_dataset(data_dir, "shapes", SHAPES_SEED, num_clips, num_frames=NUM_FRAMES, fps=FPS)
+    timings["shapes_dataset_s"] = time.perf_counter() - t0
+    timings["embeddings_s"] = _run(["-m", "scripts.get_t5_embeddings", "--dataset_path", str(data_dir),
+                                    "--t5_path", str(t5_dir)], log_file, log)  # fmt: skip
+    timings["cache_latents_s"] = _run(["-m", "scripts.cache_latents", "--dataset_path", str(data_dir),
+                                       "--num_frames", str(NUM_FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH),
+                                       "--tokenizer_path", str(vae_dir), "--device", "cpu"], log_file, log)  # fmt: skip
+    job_root = work_dir / "checkpoints"
+    overrides = pretrain_dit_overrides(data_dir, job_root, vae_dir, dit_steps, dit_batch)
+    timings["dit_pretrain_s"] = _run(["-m", "scripts.train", "--config=cosmos_predict2/configs/base/config.py", "--",
+                                      *overrides], log_file, log)  # fmt: skip
+    job_dir = job_root / "posttraining" / "demo_pretrain" / "tiny_base"
+    ckpt = job_dir / "checkpoints" / "model" / f"iter_{dit_steps:09d}.pt"
+    report["dit_parameters"] = export_ema_weights(ckpt, out_dir / "tiny_dit.safetensors")
+    report["dit_pretrain_command"] = ("python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- "
+                                      + " ".join(overrides))  # fmt: skip
+    report["dit_pretrain_log"] = str(job_dir / "stdout.log")
+    report["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    report["settings"] = dict(vae_steps=vae_steps, dit_steps=dit_steps, num_clips=num_clips, dit_batch=dit_batch,
+                              video=f"{WIDTH}x{HEIGHT}x{NUM_FRAMES}f@{FPS}fps", t5_dim=T5_DIM)  # fmt: skip
+    (out_dir / "make_demo_assets.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -131,7 +131,7 @@ def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[
     def step():
         t = torch.rand(1, device=device)
         eps = torch.randn_like(x0)
-        xt = (1 - t) * x0 + t * eps
+        xt = ((1 - t) * x0 + t * eps).to(torch_dtype)  # t is fp32: keep the peer's input in its dtype
         out = net(xt, t.view(1, 1, 1, 1, 1).expand(1, 1, T, 1, 1), ctx, condition_mask=cond, padding_mask=pad,
                   return_dict=False)[0]  # fmt: skip
         ((out.float() - (eps - x0).float()) ** 2).mean().backward()

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", type=Path, default=ASSETS_DIR, help="where the weights go (assets/demo)")
     parser.add_argument("--work_dir", type=Path, default=REPO_ROOT / "outputs" / "demo_assets",
                         help="intermediate files: the shapes dataset, latents, the pretraining job")
-    parser.add_argument("--vae_steps", type=int, default=300)
+    parser.add_argument("--vae_steps", type=int, default=1500)
+    parser.add_argument("--vae_from", type=Path, default=None,
+                        help="start the VAE from these weights (WORK_DIR/vae_partial.safetensors of a stopped run)")
     parser.add_argument("--dit_steps", type=int, default=3000)
     parser.add_argument("--num_clips", type=int, default=256, help="clips in the shapes pretraining set")
     parser.add_argument("--dit_batch", type=int, default=16)
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     report = make_assets(args.out_dir, args.work_dir, vae_steps=args.vae_steps, dit_steps=args.dit_steps,
                          num_clips=args.num_clips, dit_batch=args.dit_batch, reuse_vae=args.reuse_vae,
-                         skip_dit=args.skip_dit, log=lambda m: print(m, flush=True))  # fmt: skip
+                         skip_dit=args.skip_dit, vae_from=args.vae_from,
+                         log=lambda m: print(m, flush=True))  # fmt: skip
     print(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t0:.0f} s; assets in {args.out_dir}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 import time
@@ -53,14 +54,21 @@ def _vae_batch(step: int, batch: int, num_frames: int) -> torch.Tensor:
     return torch.stack(clips)
 
 
-def train_vae(steps: int = 300, batch: int = 4, num_frames: int = 5, lr: float = 2e-3, log=print):
-    """Train the tiny Wan VAE; returns the diffusers model (latent statistics not yet folded)."""
+def train_vae(steps: int = 1500, batch: int = 4, num_frames: int = 5, lr: float = 1e-3, log=print,
+              save_path: Path | None = None, save_every: int = 100, init_from: Path | None = None):
+    """Train the tiny Wan VAE; returns the diffusers model (latent statistics not yet folded). Every `save_every`
+    steps the weights go to `save_path` (safetensors), so a long run can be stopped and finished with
+    `init_from=save_path, steps=0`."""
     from diffusers import AutoencoderKLWan
+    from safetensors.torch import load_file, save_file
 
     from cosmos_predict2.tokenizers import tiny_vae_config
 
     torch.manual_seed(0)
     vae = AutoencoderKLWan(**tiny_vae_config()).train()
+    if init_from is not None:
+        vae.load_state_dict(load_file(str(init_from)))
+        log(f"VAE weights from {init_from}")
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     t0 = time.perf_counter()
@@ -68,7 +76,7 @@ def train_vae(steps: int = 300, batch: int = 4, num_frames: int = 5, lr: float =
         x = _vae_batch(step, batch, num_frames)
         mu = vae.encode(x).latent_dist.mean
         rec = vae.decode(mu).sample
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-4 * mu.pow(2).mean()
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -76,6 +84,8 @@ def train_vae(steps: int = 300, batch: int = 4, num_frames: int = 5, lr: float =
         sched.step()
         if step % 50 == 0 or step == steps - 1:
             log(f"vae step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
+        if save_path is not None and ((step + 1) % save_every == 0 or step == steps - 1):
+            save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(save_path))
     return vae.eval()
 
 
@@ -116,7 +126,7 @@ def vae_psnr(tokenizer, clips: list[np.ndarray]) -> float:
 def _run(cmd: list[str], log_file: Path, log=print) -> float:
     """Run a repository entry point (python -m ...) from the repository root; output goes to log_file."""
     t0 = time.perf_counter()
-    log(f"$ {' '.join(cmd)}")
+    log(f"$ python {shlex.join(cmd)}")
     with open(log_file, "a", encoding="utf-8") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
@@ -168,8 +178,8 @@ def export_ema_weights(model_ckpt: Path, out: Path) -> int:
 
 
 def make_assets(
-    out_dir: Path, work_dir: Path, vae_steps: int = 300, dit_steps: int = 3000, num_clips: int = 256,
-    dit_batch: int = 16, reuse_vae: bool = False, skip_dit: bool = False, log=print,
+    out_dir: Path, work_dir: Path, vae_steps: int = 1500, dit_steps: int = 3000, num_clips: int = 256,
+    dit_batch: int = 16, reuse_vae: bool = False, skip_dit: bool = False, vae_from: Path | None = None, log=print,
 ) -> dict:
     """Create tiny_t5/, tiny_vae/ and tiny_dit.safetensors in out_dir; intermediate files go to work_dir."""
     from safetensors.torch import save_file  # noqa: F401  (imported early: fail before hours of work)
@@ -194,7 +204,7 @@ def make_assets(
     if reuse_vae and (vae_dir / "config.json").is_file():
         log(f"reusing {vae_dir} (pass --force to retrain)")
     else:
-        vae = train_vae(steps=vae_steps, log=log)
+        vae = train_vae(steps=vae_steps, log=log, save_path=work_dir / "vae_partial.safetensors", init_from=vae_from)
         stats_clips = [shapes_clip(VAE_SEED + 1, i, num_frames=NUM_FRAMES).frames for i in range(64)]
         report["vae_latent_stats"] = fold_latent_statistics(vae, stats_clips)
         vae.save_pretrained(str(vae_dir), safe_serialization=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ class _Runner:
 
     def __call__(self, stage: str, args: list[str]) -> float:
         """Run `python ARGS` from the repository root; output goes to the demo log; raise on failure."""
-        printable = "python " + " ".join(args)
+        printable = "python " + shlex.join(args)
         self.commands.append(printable)
         self.echo(f"  $ {printable}")
         t0 = time.perf_counter()

@@ -88,8 +88,8 @@ def shapes_clip(seed: int, index: int, num_frames: int = 17, height: int = 64, w
         dx, dy = DIRECTIONS[direction]
         norm = math.hypot(dx, dy)
         r = float(rng.uniform(5, 9))
-        travel = float(rng.uniform(1.0, 2.0)) * (num_frames - 1)  # pixels over the clip
-        vx, vy = dx / norm * travel / (num_frames - 1), dy / norm * travel / (num_frames - 1)
+        speed = float(rng.uniform(1.0, 2.0))  # pixels per frame
+        vx, vy = dx / norm * speed, dy / norm * speed
         # Start so that the path stays (mostly) inside the frame.
         lo_x, hi_x = r - vx * (num_frames - 1) * (vx < 0), width - r - vx * (num_frames - 1) * (vx > 0)
         lo_y, hi_y = r - vy * (num_frames - 1) * (vy < 0), height - r - vy * (num_frames - 1) * (vy > 0)

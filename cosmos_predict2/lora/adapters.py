@@ -181,7 +181,17 @@ def load_adapter_weights(net: nn.Module, weights: Mapping[str, torch.Tensor], so
         if tuple(v.shape) != tuple(own[k].shape):
             expected = tuple(own[k].shape)
             raise LoraConfigError(f"{source}: {k} has shape {tuple(v.shape)}, the network expects {expected}")
-    net.load_state_dict(dict(weights), strict=False)
+    net.load_state_dict({k: _like(v, own[k]) for k, v in weights.items()}, strict=False)
+
+
+def _like(value: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """A whole tensor from a file in the layout of the parameter it replaces (FSDP2 shards are DTensors; every
+    rank calls this in the same order, as distribute_tensor is collective)."""
+    if hasattr(current, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(value.to(current.dtype), current.device_mesh, current.placements)
+    return value
 
 
 def split_reference_lora_checkpoint(state: Mapping, prefix: str = "net.") -> tuple[dict, dict]:

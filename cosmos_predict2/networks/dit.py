@@ -486,10 +486,14 @@ class MiniTrainDIT(nn.Module):
             emb_B_T_D = self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype)))
 
         t_offset = 0
-        if self.cp_group is not None:
-            from cosmos_predict2.parallel.context_parallel import local_frame_offset
+        if self.cp_group is not None:  # this rank keeps its T/cp frames (context parallelism, SPEC 10)
+            from cosmos_predict2.parallel.context_parallel import local_frame_offset, split_frames
 
             t_offset = local_frame_offset(T, self.cp_group)
+            x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D = split_frames(
+                self.cp_group, x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D
+            )
+            T = x_B_T_H_W_D.shape[1]
         rope = self.pos_embedder(T, H, W, x_B_T_H_W_D.device, t_offset=t_offset)
 
         x = x_B_T_H_W_D.reshape(B, T, H * W, D)
@@ -497,7 +501,12 @@ class MiniTrainDIT(nn.Module):
         for block in self.blocks:
             x = self._run_block(block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D)
         y_B_T_S_F = self.final_layer(x, emb_B_T_D, adaln_lora_B_T_3D)
-        return self.unpatchify(y_B_T_S_F, T, H, W)
+        out_B_C_T_H_W = self.unpatchify(y_B_T_S_F, T, H, W)
+        if self.cp_group is not None:
+            from cosmos_predict2.parallel.context_parallel import gather_frames
+
+            out_B_C_T_H_W = gather_frames(out_B_C_T_H_W, self.cp_group)
+        return out_B_C_T_H_W
 
 
 class MinimalV1LVGDiT(MiniTrainDIT):

@@ -1,0 +1,145 @@
+"""Distributed training and inference: process setup, FSDP2 sharding and context parallelism (SPEC section 10).
+
+One process needs none of this. Under `torchrun`, `init_distributed()` joins the process group (NCCL on GPUs,
+gloo on CPUs) and `parallelize_net()` shards the trainable network with FSDP2 (`fully_shard` per block, mesh
+(replicate, shard)) and/or splits the latent frames across context-parallel groups of consecutive ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+_CP_SIZE = 1
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group (idempotent); one GPU per process by LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    device = f"cuda:{local_rank}" if use_cuda else "cpu"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= world_size()
+    return t
+
+
+def dp_rank_and_size(context_parallel_size: int | None = None) -> tuple[int, int]:
+    """Data-parallel rank and size: CP groups are consecutive ranks that read the same sample."""
+    cp = context_parallel_size or _CP_SIZE
+    if world_size() == 1:
+        return 0, 1
+    return dist.get_rank() // cp, world_size() // cp
+
+
+def context_parallel_group(context_parallel_size: int):
+    """This rank's CP group (consecutive ranks). Every rank must call this (new_group is collective)."""
+    world, rank = world_size(), dist.get_rank()
+    if world % context_parallel_size:
+        raise ValueError(f"world size {world} is not divisible by context_parallel_size={context_parallel_size}")
+    mine = None
+    for start in range(0, world, context_parallel_size):
+        ranks = list(range(start, start + context_parallel_size))
+        group = dist.new_group(ranks)
+        if rank in ranks:
+            mine = group
+    return mine
+
+
+def enable_context_parallel(net: nn.Module, group) -> nn.Module:
+    net.cp_group = group
+    for module in net.modules():
+        if hasattr(module, "is_selfattn") and module.is_selfattn:
+            module.cp_group = group
+    return net
+
+
+def _fsdp_mesh(fsdp_shard_size: int):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    world = world_size()
+    shard = world if fsdp_shard_size <= 0 else min(fsdp_shard_size, world)
+    if world % shard:
+        raise ValueError(f"world size {world} is not divisible by fsdp_shard_size={shard}")
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if shard == world:
+        return init_device_mesh(device_type, (world,), mesh_dim_names=("shard",))
+    return init_device_mesh(device_type, (world // shard, shard), mesh_dim_names=("replicate", "shard"))
+
+
+def apply_fsdp(net: nn.Module, fsdp_shard_size: int) -> nn.Module:
+    """FSDP2 per block plus the root. Compute runs in the frozen weights' dtype (bf16 on GPU), gradients are
+    reduced in fp32, and the sharded parameters (fp32 adapters / fp32 full weights) are the master copy."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    dtypes = {p.dtype for p in net.parameters()}
+    compute_dtype = torch.bfloat16 if torch.bfloat16 in dtypes else None
+    mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+    mesh = _fsdp_mesh(fsdp_shard_size)
+    for block in net.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(net, mesh=mesh, mp_policy=mp)
+    return net
+
+
+def parallelize_net(net: nn.Module, fsdp_shard_size: int = 0, context_parallel_size: int = 1) -> nn.Module:
+    """Context parallelism over groups of `context_parallel_size` consecutive ranks, then FSDP2 over all ranks
+    when anything is trainable (a frozen inference network is replicated). A no-op for one process."""
+    global _CP_SIZE
+    if world_size() == 1:
+        if context_parallel_size > 1:
+            raise ValueError(f"context_parallel_size={context_parallel_size} needs that many processes (torchrun)")
+        return net
+    _CP_SIZE = context_parallel_size
+    if context_parallel_size > 1:
+        enable_context_parallel(net, context_parallel_group(context_parallel_size))
+    if any(p.requires_grad for p in net.parameters()):
+        apply_fsdp(net, fsdp_shard_size)
+    return net
+
+
+__all__ = [
+    "DistInfo",
+    "all_reduce_mean_",
+    "barrier",
+    "dp_rank_and_size",
+    "init_distributed",
+    "is_main_process",
+    "parallelize_net",
+    "world_size",
+]

@@ -190,7 +190,7 @@ def _train(cfg: DictConfig, dist: DistInfo, job_dir: Path, is_main: bool) -> Tra
     cp_size = int(cfg.model_parallel.get("context_parallel_size", 1))
     # The ranks of one context-parallel group share a sample, so they must also draw the same sigma, noise and
     # text dropout: the training step is seeded with the data-parallel rank, not the global one.
-    dp_rank = int(parallel.dp_rank_and_size()[0]) if parallel is not None else 0
+    dp_rank = int(parallel.dp_rank_and_size(cp_size)[0]) if parallel is not None else 0
     model = instantiate(cfg.model)
     model.setup(dist.device, seed=seed, rank=dp_rank)  # raises LoRA/config errors before any weight is read
     if parallel is not None:

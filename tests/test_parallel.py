@@ -40,7 +40,8 @@ def test_context_parallel_matches_single_process(tmp_path):
 
     net = randomize_(build_net("tiny", crossattn_emb_channels=32), seed=3)
     g = torch.Generator().manual_seed(1)
-    x, t, ctx = torch.randn(1, 16, 4, 8, 12, generator=g), torch.rand(1, 4, generator=g), torch.randn(1, 7, 32, generator=g)
+    x, t = torch.randn(1, 16, 4, 8, 12, generator=g), torch.rand(1, 4, generator=g)
+    ctx = torch.randn(1, 7, 32, generator=g)
     cond = torch.zeros(1, 1, 4, 8, 12)
     cond[:, :, :1] = 1
     out = net(x, t, ctx, cond)
@@ -56,7 +57,8 @@ TRAIN = ["-m", "scripts.train", "--config=cosmos_predict2/configs/base/config.py
 
 def _train_args(dataset_dir: Path, root: Path, *extra: str) -> list[str]:
     return [
-        "experiment=predict2_video2world_lora_training_tiny_example", f"dataloader_train.dataset.dataset_dir={dataset_dir}",
+        "experiment=predict2_video2world_lora_training_tiny_example",
+        f"dataloader_train.dataset.dataset_dir={dataset_dir}",
         "dataloader_train.dataset.num_frames=13", f"job.root={root}", "checkpoint.save_iter=2",
         "trainer.callbacks.progress_bar.enabled=false", "trainer.callbacks.tensorboard.enabled=false", *extra,
     ]  # fmt: skip

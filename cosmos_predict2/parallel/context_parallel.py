@@ -79,12 +79,12 @@ def gather_frames(x_B_C_t_H_W: torch.Tensor, group) -> torch.Tensor:
 def _seq_to_heads(x_B_l_H_D: torch.Tensor, group) -> torch.Tensor:
     """[B, L/cp, H, D] (local tokens, all heads) -> [B, L, H/cp, D] (all tokens, local heads)."""
     cp, _ = cp_size_and_rank(group)
-    B, l, H, D = x_B_l_H_D.shape
+    B, L_local, H, D = x_B_l_H_D.shape
     if H % cp:
         raise ValueError(f"context parallelism: num_heads={H} is not divisible by context_parallel_size={cp}")
-    send = x_B_l_H_D.reshape(B, l, cp, H // cp, D).permute(2, 0, 1, 3, 4).contiguous()
-    recv = _all_to_all(send, group)  # [cp(src), B, l, H/cp, D]
-    return recv.permute(1, 0, 2, 3, 4).reshape(B, cp * l, H // cp, D)
+    send = x_B_l_H_D.reshape(B, L_local, cp, H // cp, D).permute(2, 0, 1, 3, 4).contiguous()
+    recv = _all_to_all(send, group)  # [cp(src), B, L_local, H/cp, D]
+    return recv.permute(1, 0, 2, 3, 4).reshape(B, cp * L_local, H // cp, D)
 
 
 def _heads_to_seq(x_B_L_h_D: torch.Tensor, group) -> torch.Tensor:

@@ -71,3 +71,11 @@ def test_sigma_sampler_distribution():
     assert high.max() <= 1e5 * (1 + 1e-6)
     # log-uniform in [200, 1e5]: the mean of log sigma is the midpoint
     assert abs(torch.log(high).mean().item() - (math.log(200) + math.log(1e5)) / 2) < 0.15
+
+
+def test_sigma_conditional_sets_the_conditioning_frames_timestep():
+    x0 = torch.randn(1, 16, 3, 2, 2)
+    net = RecordingNet(torch.zeros_like(x0))
+    mask = conditioning_mask(torch.tensor([1]), x0.shape)
+    denoise(net, x0, torch.tensor([2.0]), Video2WorldCondition(torch.zeros(1, 2, 8), x0, mask), sigma_conditional=0.5)
+    assert torch.allclose(net.seen[1][0], torch.tensor([0.5 / 1.5, 2 / 3, 2 / 3]))

@@ -60,8 +60,9 @@ def denoise(
     x_sigma_B_C_T_H_W: torch.Tensor,
     sigma_B: torch.Tensor,
     condition: Video2WorldCondition,
+    sigma_conditional: float = SIGMA_CONDITIONAL,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (x0_hat, F) in fp32. Conditioning frames enter the network clean with t(SIGMA_CONDITIONAL) and are
+    """Return (x0_hat, F) in fp32. Conditioning frames enter the network clean with t(sigma_conditional) and are
     copied into x0_hat unchanged (SPEC 2, "Conditioning frames")."""
     x_sigma = x_sigma_B_C_T_H_W.float()
     sigma = sigma_B.float().to(x_sigma.device)
@@ -76,7 +77,7 @@ def denoise(
         mask = mask.float()
         gt = condition.gt_latents_B_C_T_H_W.float()
         net_in = mask * gt + (1 - mask) * net_in
-        t_cond = SIGMA_CONDITIONAL / (1 + SIGMA_CONDITIONAL)
+        t_cond = sigma_conditional / (1 + sigma_conditional)
         t_B_T = torch.where(mask[:, 0, :, 0, 0] > 0.5, torch.full_like(t_B_T, t_cond), t_B_T)
     F_out = net(
         net_in,
@@ -104,13 +105,14 @@ def video2world_loss(
     eps_B_C_T_H_W: torch.Tensor,
     condition: Video2WorldCondition,
     loss_scale: float = 10.0,
+    sigma_conditional: float = SIGMA_CONDITIONAL,
 ) -> tuple[torch.Tensor, dict]:
     """loss_scale * mean over B,C,T,H,W of w(sigma) (x0 - x0_hat)^2 in fp32 (SPEC 2). Conditioning frames
     contribute exactly 0 but count in the mean, as in the reference."""
     x0 = x0_B_C_T_H_W.float()
     sigma = sigma_B.float()
     x_sigma = x0 + _bcast(sigma, x0) * eps_B_C_T_H_W.float()
-    x0_hat, F_out = denoise(net, x_sigma, sigma, condition)
+    x0_hat, F_out = denoise(net, x_sigma, sigma, condition, sigma_conditional)
     per_element = _bcast(loss_weight(sigma), x0) * (x0 - x0_hat) ** 2
     loss = loss_scale * per_element.mean()
     return loss, {"x0_hat": x0_hat, "F": F_out, "x_sigma": x_sigma}

@@ -11,7 +11,6 @@ Precision policy:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from cosmos_predict2.diffusion.rectified_flow import (
     video2world_loss,
 )
 from cosmos_predict2.lora import DEFAULT_TARGET_MODULES, LoraConfigError, LoraSpec, add_lora
+from cosmos_predict2.lora.adapters import file_sha256
 from cosmos_predict2.networks import build_net, count_parameters, load_dit_weights, net_config
 from cosmos_predict2.training.ema import PowerEMA
 
@@ -133,18 +133,9 @@ def parse_model_config(config: Any) -> Video2WorldModelConfig:
     check(0 <= cfg.high_sigma_ratio <= 1, "high_sigma_ratio", "must lie in [0, 1]")
     check(1 <= cfg.min_num_conditional_frames <= cfg.max_num_conditional_frames, "min_num_conditional_frames",
           f"need 1 <= min <= max_num_conditional_frames ({cfg.max_num_conditional_frames})")  # fmt: skip
-    check(cfg.sigma_conditional == SIGMA_CONDITIONAL, "sigma_conditional",
-          f"only the reference value {SIGMA_CONDITIONAL} is supported (the denoiser fixes it)")  # fmt: skip
+    check(cfg.sigma_conditional > 0, "sigma_conditional", "must be positive (reference: 1e-4)")
     check(cfg.lora_rank > 0, "lora_rank", "must be positive")
     return cfg
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _step_generator(device: torch.device, seed: int, rank: int, iteration: int) -> torch.Generator:
@@ -324,7 +315,9 @@ class Video2WorldModel(nn.Module):
         )
         autocast = (not self.is_lora) and self.compute_dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=autocast):
-            loss, _ = video2world_loss(self.net, x0_B_C_T_H_W, sigma_B, eps_B_C_T_H_W, condition, c.loss_scale)
+            loss, _ = video2world_loss(
+                self.net, x0_B_C_T_H_W, sigma_B, eps_B_C_T_H_W, condition, c.loss_scale, c.sigma_conditional
+            )
         return loss, {"sigma": sigma_B.detach(), "num_conditional_frames": n_cond_B.detach()}
 
     # --- state ---------------------------------------------------------------------------------------------

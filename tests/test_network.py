@@ -242,3 +242,16 @@ def test_fused_elementwise_path_matches_eager():
         finally:
             set_fuse_elementwise("auto")
     assert (fused - eager).abs().max() / eager.abs().max() < 1e-5
+
+
+def test_bf16_rope_angles_option_reproduces_the_reference_rounding():
+    exact = build_net("2B", device="meta").pos_embedder
+    ref = build_net("2B", device="meta", rope_angles_dtype="bfloat16").pos_embedder
+    cpu = torch.device("cpu")
+    a, b = exact.angles(2, 44, 80, cpu), ref.angles(2, 44, 80, cpu)
+    j = torch.arange(0, 42, 2, dtype=torch.float32)[:21] / 42
+    inv_freq_bf16 = 1.0 / ref.h_theta ** j.to(torch.bfloat16)
+    expected_h = torch.outer(torch.arange(44.0).to(torch.bfloat16), inv_freq_bf16).float()
+    h_of_token = b.reshape(2, 44, 80, 128)[0, :, 0, 22:43]
+    assert torch.equal(h_of_token, expected_h)
+    assert 0.05 < (a - b).abs().max() < 0.5  # bf16 spacing at positions 32-80

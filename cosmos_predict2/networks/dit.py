@@ -136,8 +136,11 @@ class VideoRopePosition3DEmb(nn.Module):
     """3D rotary position angles (SPEC 1, "3D RoPE").
 
     Holds no parameters or persistent buffers (the reference's `seq`/`*_range` buffers in checkpoint files are
-    ignored on load). Tables are computed once per latent size in fp32 and cached: the forward pass only
-    looks them up.
+    ignored on load). Tables are computed once per latent size and cached: the forward pass only looks them up.
+
+    angles_dtype: fp32 (default) computes exact angles. The reference keeps its frequency buffers in the module,
+    which is cast to bf16, so its angles come out of a bf16 outer product (spacing 0.25-0.5 rad at the larger
+    positions); "bfloat16" reproduces that, for bit-closer agreement with the reference's outputs.
     """
 
     def __init__(
@@ -146,8 +149,10 @@ class VideoRopePosition3DEmb(nn.Module):
         h_extrapolation_ratio: float = 1.0,
         w_extrapolation_ratio: float = 1.0,
         t_extrapolation_ratio: float = 1.0,
+        angles_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        self.angles_dtype = angles_dtype
         self.dim_h = head_dim // 6 * 2
         self.dim_w = self.dim_h
         self.dim_t = head_dim - self.dim_h - self.dim_w
@@ -156,16 +161,20 @@ class VideoRopePosition3DEmb(nn.Module):
         self.t_theta = 10000.0 * t_extrapolation_ratio ** (self.dim_t / (self.dim_t - 2))
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @staticmethod
-    def _inv_freq(theta: float, dim: int, device: torch.device) -> torch.Tensor:
-        j = torch.arange(0, dim, 2, dtype=torch.float64, device=device)[: dim // 2]
-        return (1.0 / theta ** (j / dim)).float()
+    def _inv_freq(self, theta: float, dim: int, device: torch.device) -> torch.Tensor:
+        if self.angles_dtype == torch.float32:
+            j = torch.arange(0, dim, 2, dtype=torch.float64, device=device)[: dim // 2]
+            return (1.0 / theta ** (j / dim)).float()
+        # The reference: a bf16 buffer j/dim, then 1 / theta**range evaluated in bf16.
+        j_over_dim = (torch.arange(0, dim, 2, dtype=torch.float32, device=device)[: dim // 2] / dim)
+        return 1.0 / theta ** j_over_dim.to(self.angles_dtype)
 
     def angles(self, T: int, H: int, W: int, device: torch.device, t_offset: int = 0) -> torch.Tensor:
         """Angle per token and head channel, [T*H*W, head_dim] fp32, tokens t-major then h then w."""
-        t_pos = torch.arange(t_offset, t_offset + T, dtype=torch.float32, device=device)
-        h_pos = torch.arange(H, dtype=torch.float32, device=device)
-        w_pos = torch.arange(W, dtype=torch.float32, device=device)
+        dt = self.angles_dtype
+        t_pos = torch.arange(t_offset, t_offset + T, dtype=torch.float32, device=device).to(dt)
+        h_pos = torch.arange(H, dtype=torch.float32, device=device).to(dt)
+        w_pos = torch.arange(W, dtype=torch.float32, device=device).to(dt)
         ang_t = torch.outer(t_pos, self._inv_freq(self.t_theta, self.dim_t, device))
         ang_h = torch.outer(h_pos, self._inv_freq(self.h_theta, self.dim_h, device))
         ang_w = torch.outer(w_pos, self._inv_freq(self.w_theta, self.dim_w, device))
@@ -177,7 +186,7 @@ class VideoRopePosition3DEmb(nn.Module):
             ],
             dim=-1,
         ).reshape(T * H * W, -1)
-        return torch.cat([ang, ang], dim=-1)
+        return torch.cat([ang, ang], dim=-1).float()
 
     def forward(
         self, T: int, H: int, W: int, device: torch.device, t_offset: int = 0
@@ -368,6 +377,7 @@ class MiniTrainDIT(nn.Module):
         extra_per_block_abs_pos_emb: bool = False,
         rope_enable_fps_modulation: bool = False,
         activation_checkpointing: str = "none",
+        rope_angles_dtype: str = "float32",
         **unsupported,
     ) -> None:
         super().__init__()
@@ -407,6 +417,7 @@ class MiniTrainDIT(nn.Module):
             h_extrapolation_ratio=rope_h_extrapolation_ratio,
             w_extrapolation_ratio=rope_w_extrapolation_ratio,
             t_extrapolation_ratio=rope_t_extrapolation_ratio,
+            angles_dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[rope_angles_dtype],
         )
         self.t_embedder = nn.Sequential(
             Timesteps(model_channels),

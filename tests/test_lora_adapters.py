@@ -95,3 +95,22 @@ def test_adapter_file_round_trip_and_flag_checks(tmp_path):
 def test_targets_matching_nothing_fail_before_any_work():
     with pytest.raises(LoraConfigError, match=r"\['qkv'\] match no Linear"):
         add_lora(build_net("2B", device="meta"), LoraSpec(16, 16, "q_proj,qkv"))
+
+
+def test_merging_adapters_gives_the_same_function_without_lora_layers():
+    from cosmos_predict2.lora.adapters import merge_lora_
+
+    net = add_lora(randomize_(build_net("tiny", **TINY), seed=0), LoraSpec(4, 8)).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if ".lora_" in name:
+                p.normal_(std=0.1)
+    set_lora_scale(net, 0.5)
+    x, t, ctx = _inputs()
+    with torch.no_grad():
+        unmerged = net(x, t, ctx)
+        merge_lora_(net)
+        merged = net(x, t, ctx)
+    assert not any(".lora_" in k or "base_layer" in k for k in net.state_dict())
+    assert sorted(net.state_dict()) == sorted(build_net("tiny", **TINY).state_dict())
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)  # fp32: folding only reorders the sums

@@ -96,6 +96,9 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
                        help="optional for our checkpoints (must match); required for reference LoRA checkpoints")
         p.add_argument("--lora_target_modules", default=None, help="optional: must equal the checkpoint's targets")
         p.add_argument("--lora_scale", type=float, default=1.0, help="adapter strength (0 = the base model exactly)")
+        p.add_argument("--no_merge_lora", action="store_true",
+                       help="keep the adapters as separate fp32 layers instead of folding them into the base weights "
+                            "(slower; the default merge runs at the base model's speed)")
         p.add_argument("--base_dit_path", default=None,
                        help="base DiT for an adapter checkpoint (default: the path recorded in it)")
     return p
@@ -232,7 +235,7 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
     # 2. Models.
     if use_lora:
         flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
-                          args.base_dit_path)
+                          args.base_dit_path, merge=not args.no_merge_lora)
         if not args.dit_path:
             raise InferenceInputError("--use_lora needs --dit_path: the LoRA checkpoint (model/iter_XXXXXXXXX.pt)")
         loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)

@@ -21,7 +21,7 @@ from cosmos_predict2.lora import (
     set_lora_scale,
     split_adapter_checkpoint,
 )
-from cosmos_predict2.lora.adapters import infer_spec_from_weights, split_reference_lora_checkpoint
+from cosmos_predict2.lora.adapters import infer_spec_from_weights, merge_lora_, split_reference_lora_checkpoint
 from cosmos_predict2.networks import CheckpointMismatchError, build_net, load_dit_weights
 from cosmos_predict2.networks.weights import IGNORED_PREFIXES, assign_state_dict, torch_load_safe
 
@@ -35,6 +35,7 @@ class LoraFlags:
     target_modules: str | None = None
     scale: float = 1.0
     base_dit_path: str | None = None
+    merge: bool = True  # fold the adapters into the base weights: base-model speed at inference
 
 
 @dataclass
@@ -92,6 +93,8 @@ def _finish_lora(
     add_lora(net, spec, adapter_dtype=torch.float32)
     load_adapter_weights(net, {k: v.float() for k, v in weights.items()}, source)
     set_lora_scale(net, flags.scale)
+    if flags.merge:
+        merge_lora_(net)
     return net.to(device).eval().requires_grad_(False)
 
 

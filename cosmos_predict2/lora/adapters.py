@@ -115,6 +115,19 @@ def set_lora_scale(net: nn.Module, multiplier: float) -> None:
             module.set_scale(ADAPTER_NAME, multiplier)
 
 
+def merge_lora_(net: nn.Module) -> nn.Module:
+    """Fold the adapters (at their current scale) into the base weights and drop the LoRA wrappers, so inference
+    runs exactly as fast as the base model. The merged weight is rounded once to the base dtype."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(net.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent_name) if parent_name else net, child, module.get_base_layer())
+    return net
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                          num_clips=args.num_clips, dit_batch=args.dit_batch, reuse_vae=args.reuse_vae,
                          skip_dit=args.skip_dit, vae_from=args.vae_from,
                          log=lambda m: print(m, flush=True))  # fmt: skip
+    if not args.skip_dit:
+        from cosmos_predict2.demo.assets import write_assets_readme
+
+        command = "python -m scripts.make_demo_assets " + " ".join(sys.argv[1:] if argv is None else argv)
+        report["timings_s"]["total_s"] = round(time.perf_counter() - t0, 1)
+        print(f"wrote {write_assets_readme(args.out_dir, report, command.strip())}")
     print(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t0:.0f} s; assets in {args.out_dir}")
     return 0

@@ -138,9 +138,11 @@ def _gen_args(s: DemoSettings, batch_json: Path) -> list[str]:
     return [
         "examples/video2world_lora.py", "--model_size", "tiny", "--tokenizer_path", _rel(VAE_DIR),
         "--t5_path", _rel(T5_DIR), "--size", f"{WIDTH}x{HEIGHT}", "--num_frames", str(NUM_FRAMES), "--fps", str(FPS),
-        "--batch_input_json", _rel(batch_json), "--guidance", str(s.guidance), "--negative_prompt", "",
+        "--batch_input_json", _rel(batch_json), "--guidance", str(s.guidance),
         "--num_steps", str(s.sampling_steps), "--seed", str(s.seed), "--device", "cpu",
         "--disable_guardrail", "--disable_prompt_refiner",
+        # guidance needs an unconditional branch: the zero embedding the model saw under text dropout
+        *(["--negative_prompt", ""] if s.guidance else []),
     ]  # fmt: skip
 
 

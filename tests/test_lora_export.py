@@ -3,31 +3,23 @@ PeftModel give the same output as our adapted network (tiny config, fp32)."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
-import torch.nn.functional as F
 from test_inference_assets import EMB_DIM, assets, tiny_net  # noqa: F401
 
 from cosmos_predict2.inference import LoraFlags, load_lora_net
 from cosmos_predict2.lora import LoraConfigError, set_lora_scale
 from cosmos_predict2.lora.export import DIFFUSERS_WEIGHT_NAME, export_diffusers, export_peft, main, read_adapter
 from cosmos_predict2.networks.weights import diffusers_config, to_diffusers_state_dict
+from cosmos_predict2.utils.diffusers_compat import NEAREST_RESIZE_SHIM
 
 CPU = torch.device("cpu")
 
 
 def _patch_diffusers_torchvision(monkeypatch):
-    # diffusers resizes the padding mask with torchvision (not a dependency): same nearest resize through torch.
     import diffusers.models.transformers.transformer_cosmos as tc
 
-    def resize(img, size, interpolation=None):
-        return F.interpolate(img, size=tuple(size), mode="nearest")
-
-    shim = types.SimpleNamespace(functional=types.SimpleNamespace(resize=resize),
-                                 InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
-    monkeypatch.setattr(tc, "transforms", shim, raising=False)
+    monkeypatch.setattr(tc, "transforms", NEAREST_RESIZE_SHIM, raising=False)
 
 
 def _inputs():
@@ -44,7 +36,7 @@ def test_diffusers_export_matches_our_adapted_network(assets, tmp_path, monkeypa
     from diffusers import CosmosTransformer3DModel
 
     _patch_diffusers_torchvision(monkeypatch)
-    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags()).net
+    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags(merge=False)).net
     base = tiny_net()  # the same weights as assets.dit
     cfg = {k: v for k, v in diffusers_config(base).items() if not k.startswith("_")}
     model = CosmosTransformer3DModel(**cfg)
@@ -69,7 +61,7 @@ def test_diffusers_export_matches_our_adapted_network(assets, tmp_path, monkeypa
 def test_peft_export_loads_with_peft(assets, tmp_path):  # noqa: F811
     from peft import PeftModel
 
-    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags()).net
+    ours = load_lora_net(assets.adapter, None, CPU, torch.float32, LoraFlags(merge=False)).net
     folder = export_peft(assets.adapter, tmp_path / "peft")
     peft_model = PeftModel.from_pretrained(tiny_net(), str(folder)).eval()
     x, t, ctx, cond, padding = _inputs()

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo smoke clean
+.PHONY: install test lint demo clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,9 +22,6 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
-
-smoke: $(STAMP)
-	$(PY) -m scripts.smoke_network
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo

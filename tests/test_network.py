@@ -255,3 +255,9 @@ def test_bf16_rope_angles_option_reproduces_the_reference_rounding():
     h_of_token = b.reshape(2, 44, 80, 128)[0, :, 0, 22:43]
     assert torch.equal(h_of_token, expected_h)
     assert 0.05 < (a - b).abs().max() < 0.5  # bf16 spacing at positions 32-80
+
+
+def test_reference_only_knobs_accepted_unknown_keywords_refused():
+    build_net("tiny", device="meta", atten_backend="minimal_a2a", **TINY)  # reference-only, no effect on the math
+    with pytest.raises(TypeError, match=r"\['num_blokcs'\]"):
+        build_net("tiny", device="meta", num_blokcs=3, **TINY)

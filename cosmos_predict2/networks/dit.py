@@ -386,7 +386,7 @@ class MiniTrainDIT(nn.Module):
             # on the math; anything else would silently change the network, so refuse it.
             ignorable = {"atten_backend", "sac_config", "use_wan_fp32_strategy", "pos_emb_learnable",
                          "pos_emb_interpolation", "min_fps", "max_fps", "extra_h_extrapolation_ratio",
-                         "extra_w_extrapolation_ratio", "extra_t_extrapolation_ratio", "rope_enable_fps_modulation"}
+                         "extra_w_extrapolation_ratio", "extra_t_extrapolation_ratio"}
             unknown = sorted(set(unsupported) - ignorable)
             if unknown:
                 raise TypeError(f"MiniTrainDIT got unknown keyword arguments {unknown}")

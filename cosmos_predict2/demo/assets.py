@@ -70,7 +70,10 @@ def train_vae(steps: int = 1500, batch: int = 4, num_frames: int = 5, lr: float 
         vae.load_state_dict(load_file(str(init_from)))
         log(f"VAE weights from {init_from}")
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    # cosine to 5% (steps=0: only load `init_from`, e.g. weights from scripts/train_demo_vae.py)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / max(steps, 1)))
+    )
     t0 = time.perf_counter()
     for step in range(steps):
         x = _vae_batch(step, batch, num_frames)

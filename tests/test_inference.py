@@ -112,6 +112,12 @@ def test_seed_reproducibility_and_guidance_paths(base_pipe):
     finally:
         base_pipe.batched_guidance = True
     torch.testing.assert_close(sequential, a, rtol=1e-4, atol=1e-4)  # same math, batch of 2 vs two batches of 1
+    base_pipe.share_guidance_input = False
+    try:
+        unshared = _generate(base_pipe, seed=0)
+    finally:
+        base_pipe.share_guidance_input = True
+    torch.testing.assert_close(unshared, a, rtol=1e-4, atol=1e-4)  # first layers once per sample vs per branch
     assert not torch.allclose(_generate(base_pipe, guidance=0.0), a, atol=1e-3)
 
 

@@ -244,6 +244,23 @@ def test_fused_elementwise_path_matches_eager():
     assert (fused - eager).abs().max() / eager.abs().max() < 1e-5
 
 
+def test_shared_input_repeats_equals_the_plain_guidance_batch():
+    """A guidance batch cat([x, x]) with two texts: computing the text-independent first layers once gives the
+    plain batch's output (fp32: only the rounding of batch-1 vs batch-2 matmuls may differ)."""
+    net = randomize_(build_net("tiny", **TINY), seed=8).eval()
+    x1, t1, _, cond1, padding = _inputs(2, seed=1)  # two distinct samples, each under two texts
+    ctx = torch.randn(4, 7, 32, generator=torch.Generator().manual_seed(2))
+    x, t, cond = x1.repeat(2, 1, 1, 1, 1), t1.repeat(2, 1), cond1.repeat(2, 1, 1, 1, 1)
+    with torch.no_grad():
+        plain = net(x, t, ctx, cond, padding_mask=padding)
+        shared = net(x, t, ctx, cond, padding_mask=padding, shared_input_repeats=2)
+    assert shared.shape == plain.shape == (4, 16, 3, 8, 12)
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    assert (plain[0] - plain[2]).abs().max() > 1e-3  # the texts do matter, so rows were not mixed up
+    with pytest.raises(ValueError, match="shared_input_repeats=3"):
+        net(x, t, ctx, cond, shared_input_repeats=3)
+
+
 def test_bf16_rope_angles_option_reproduces_the_reference_rounding():
     exact = build_net("2B", device="meta").pos_embedder
     ref = build_net("2B", device="meta", rope_angles_dtype="bfloat16").pos_embedder

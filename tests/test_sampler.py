@@ -114,19 +114,21 @@ def test_initial_noise_is_numpy_randomstate_times_80():
 
 def test_guidance_formula_and_batching():
     g = 7.0
-    x = torch.randn(1, 2, 3)
+    x = torch.randn(2, 2, 3)  # two distinct samples: the batched call must keep each with its own branches
     cond, uncond = torch.ones(1, 4, 2), torch.zeros(1, 4, 2)
     seen_batches = []
 
-    def denoise_fn(x_B, sigma_B, emb_B):
-        seen_batches.append(x_B.shape[0])
+    def denoise_fn(x_B, sigma_B, emb_kB):
+        # The contract: each x row against each of the k text embeddings, rows ordered as x tiled k times.
+        k = emb_kB.shape[0] // x_B.shape[0]
+        seen_batches.append((x_B.shape[0], emb_kB.shape[0]))
         assert sigma_B.shape == (x_B.shape[0],)
-        return x_B * 0.5 + emb_B[:, :1, :1].reshape(-1, 1, 1) * 2.0  # branch-dependent answer
+        return x_B.repeat(k, 1, 1) * 0.5 + emb_kB[:, :1, :1].reshape(-1, 1, 1) * 2.0  # branch-dependent answer
 
     sigma = torch.tensor(3.0, dtype=torch.float64)
     batched = guided_x0_fn(denoise_fn, cond, uncond, g, batched=True)(x, sigma)
     sequential = guided_x0_fn(denoise_fn, cond, uncond, g, batched=False)(x, sigma)
-    assert seen_batches == [2, 1, 1]
+    assert seen_batches == [(2, 4), (2, 2), (2, 2)]
     x0_c, x0_u = x * 0.5 + 2.0, x * 0.5
     torch.testing.assert_close(batched, x0_c + g * (x0_c - x0_u))
     torch.testing.assert_close(sequential, batched)
@@ -134,4 +136,4 @@ def test_guidance_formula_and_batching():
     # guidance 0: only the conditional branch is evaluated
     seen_batches.clear()
     torch.testing.assert_close(guided_x0_fn(denoise_fn, cond, uncond, 0.0)(x, sigma), x0_c)
-    assert seen_batches == [1]
+    assert seen_batches == [(2, 2)]

@@ -61,9 +61,13 @@ def denoise(
     sigma_B: torch.Tensor,
     condition: Video2WorldCondition,
     sigma_conditional: float = SIGMA_CONDITIONAL,
+    shared_input_repeats: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (x0_hat, F) in fp32. Conditioning frames enter the network clean with t(sigma_conditional) and are
-    copied into x0_hat unchanged (SPEC 2, "Conditioning frames")."""
+    copied into x0_hat unchanged (SPEC 2, "Conditioning frames").
+
+    shared_input_repeats=k: the batch is k copies of the same inputs that differ only in the text embedding (a
+    guidance batch); passed to the network, which then computes its text-independent first layers once."""
     x_sigma = x_sigma_B_C_T_H_W.float()
     sigma = sigma_B.float().to(x_sigma.device)
     B, _, T = x_sigma.shape[:3]
@@ -86,6 +90,7 @@ def denoise(
         mask,
         fps=condition.fps,
         padding_mask=condition.padding_mask,
+        **({"shared_input_repeats": shared_input_repeats} if shared_input_repeats > 1 else {}),
     ).float()
     x0_hat = c_skip * x_sigma + c_out * F_out
     if mask is not None:

@@ -129,29 +129,34 @@ def guided_x0_fn(
     guidance: float,
     batched: bool = True,
 ) -> X0Fn:
-    """Build the sampler's x0_fn from `denoise_fn(x_sigma_B, sigma_B, emb_B_L_D) -> x0_hat_B`.
+    """Build the sampler's x0_fn from `denoise_fn(x_sigma_B, sigma_B, emb_kB_L_D) -> x0_hat_kB`.
 
-    batched=True concatenates both branches into one batch of 2B for a single network call (one pass over the
-    weights, better GPU occupancy); batched=False runs them one after the other (half the activation memory).
-    With guidance 0 or no unconditional embedding only the conditional branch runs.
+    denoise_fn evaluates every row of x against each of the k text embeddings it is given (k = emb rows / x
+    rows), output rows ordered [all rows with text 0; all rows with text 1; ...], i.e. as if x were tiled k times.
+    batched=True asks for both branches in one call with k = 2 (one pass over the weights; the network can share
+    its text-independent first layers between the branches); batched=False runs them one after the other (half
+    the activation memory). With guidance 0 or no unconditional embedding only the conditional branch runs.
     """
+    def rows(emb_1_L_D: torch.Tensor, B: int) -> torch.Tensor:
+        return emb_1_L_D.expand(B, -1, -1) if emb_1_L_D.shape[0] == 1 else emb_1_L_D
+
     if uncond_emb_B_L_D is None or guidance == 0:
 
         def x0_cond_only(x_B: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return denoise_fn(x_B, sigma.expand(x_B.shape[0]), cond_emb_B_L_D)
+            B = x_B.shape[0]
+            return denoise_fn(x_B, sigma.expand(B), rows(cond_emb_B_L_D, B))
 
         return x0_cond_only
 
-    both_emb_2B_L_D = torch.cat([cond_emb_B_L_D, uncond_emb_B_L_D]) if batched else None
-
     def x0_guided(x_B: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         B = x_B.shape[0]
+        cond_emb, uncond_emb = rows(cond_emb_B_L_D, B), rows(uncond_emb_B_L_D, B)
         if batched:
-            x0_2B = denoise_fn(torch.cat([x_B, x_B]), sigma.expand(2 * B), both_emb_2B_L_D)
+            x0_2B = denoise_fn(x_B, sigma.expand(B), torch.cat([cond_emb, uncond_emb]))
             x0_c, x0_u = x0_2B[:B], x0_2B[B:]
         else:
-            x0_c = denoise_fn(x_B, sigma.expand(B), cond_emb_B_L_D)
-            x0_u = denoise_fn(x_B, sigma.expand(B), uncond_emb_B_L_D)
+            x0_c = denoise_fn(x_B, sigma.expand(B), cond_emb)
+            x0_u = denoise_fn(x_B, sigma.expand(B), uncond_emb)
         return guidance_combine(x0_c, x0_u, guidance)
 
     return x0_guided

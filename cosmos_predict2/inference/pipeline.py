@@ -53,6 +53,8 @@ class Video2WorldPipeline:
     text_encoder: a T5TextEncoder, or None when only precomputed embeddings are used.
     offload_tokenizer: keep the VAE on the CPU except while it encodes/decodes (saves its memory during sampling).
     batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory.
+    share_guidance_input: in a batched guidance call, compute the network's text-independent first layers once
+        for both branches (same result, ~1.6% less work at 720p); False runs the plain batch of 2.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Video2WorldPipeline:
         device: torch.device | str | None = None,
         offload_tokenizer: bool = False,
         batched_guidance: bool = True,
+        share_guidance_input: bool = True,
         log: Callable[[str], None] = print,
     ) -> None:
         self.net = net
@@ -71,6 +74,7 @@ class Video2WorldPipeline:
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.offload_tokenizer = offload_tokenizer
         self.batched_guidance = batched_guidance
+        self.share_guidance_input = share_guidance_input
         self.log = log
         self._embedding_cache: dict[str, torch.Tensor] = {}
         if offload_tokenizer:
@@ -181,19 +185,24 @@ class Video2WorldPipeline:
         sampler = RectifiedFlowAB2Sampler(num_steps=num_steps)
         counter = {"forwards": 0}
 
-        def denoise_fn(x_B: torch.Tensor, sigma_B: torch.Tensor, emb_B_L_D: torch.Tensor) -> torch.Tensor:
-            B = x_B.shape[0]
-            counter["forwards"] += B
+        def denoise_fn(x_B: torch.Tensor, sigma_B: torch.Tensor, emb_kB_L_D: torch.Tensor) -> torch.Tensor:
+            # k text embeddings per sample (k = 2 for a batched guidance call): tile the inputs k times and let
+            # the network compute its text-independent first layers once per sample.
+            k = emb_kB_L_D.shape[0] // x_B.shape[0]
+            x_kB, sigma_kB = x_B.repeat(k, 1, 1, 1, 1), sigma_B.repeat(k)
+            kB = x_kB.shape[0]
+            counter["forwards"] += kB
             # Pixel-space padding mask, all zeros (no padding), as in training (SPEC 5).
-            padding_B_1_H_W = x_B.new_zeros(B, 1, H * 8, W * 8)
+            padding_kB_1_H_W = x_kB.new_zeros(kB, 1, H * 8, W * 8)
             condition = Video2WorldCondition(
-                emb_B_L_D,
-                gt_1_C_T_H_W.expand(B, *shape[1:]),
-                mask_1_1_T_H_W.expand(B, *mask_1_1_T_H_W.shape[1:]),
-                padding_mask=padding_B_1_H_W,
+                emb_kB_L_D,
+                gt_1_C_T_H_W.expand(kB, *shape[1:]),
+                mask_1_1_T_H_W.expand(kB, *mask_1_1_T_H_W.shape[1:]),
+                padding_mask=padding_kB_1_H_W,
             )
-            x0_B, _ = denoise(self.net, x_B, sigma_B.float(), condition)
-            return x0_B
+            repeats = k if self.share_guidance_input else 1
+            x0_kB, _ = denoise(self.net, x_kB, sigma_kB.float(), condition, shared_input_repeats=repeats)
+            return x0_kB
 
         x0_fn = guided_x0_fn(denoise_fn, cond_emb_1_L_D, uncond_emb_1_L_D, guidance, batched=self.batched_guidance)
         noise = sampler.initial_noise(shape, seed).to(self.device)

@@ -3,8 +3,8 @@
 1. Tiny T5 (`make_tiny_t5`, d_model 32, seed 0), written to assets/demo/tiny_t5 (it is random: it only has to give
    different prompts different embeddings, and the base model and the LoRA must see the same encoder).
 2. Tiny VAE: diffusers `AutoencoderKLWan` with `tiny_vae_config()` (the Wan2.1 class, 8x8x4 compression,
-   16 latent channels), trained as a plain autoencoder (posterior mean, L1 + MSE) on freshly drawn "shapes" clips
-   (colour channels randomly permuted, so all hues are seen), then its latent statistics are folded into
+   16 latent channels), trained as a plain autoencoder by `demo.vae_training` (or loaded from a
+   `scripts.train_demo_vae` run with `vae_from`), then its latent statistics are folded into
    `quant_conv`/`post_quant_conv` so that the fixed Cosmos normalisation (SPEC 3) gives unit-variance latents.
 3. Tiny base DiT: the "tiny" `MinimalV1LVGDiT` pretrained *with the real training stack*: the shapes set is written
    in the guide's layout, embedded with `scripts.get_t5_embeddings`, encoded with `scripts.cache_latents`, and trained
@@ -28,8 +28,9 @@ import torch
 
 from cosmos_predict2.demo import FPS, HEIGHT, NUM_FRAMES, REPO_ROOT, T5_DIM, WIDTH
 from cosmos_predict2.demo.synthetic import robot_clip, shapes_clip, write_dataset
+from cosmos_predict2.demo.vae_training import VAE_SEED, train_vae
 
-VAE_SEED, SHAPES_SEED, EVAL_SEED, ROBOT_EVAL_SEED = 100, 0, 999, 998
+SHAPES_SEED, EVAL_SEED, ROBOT_EVAL_SEED = 0, 999, 998
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -42,54 +43,6 @@ def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
 
 def _to_model(frames_T_H_W_3: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames_T_H_W_3).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
-def _vae_batch(step: int, batch: int, num_frames: int) -> torch.Tensor:
-    clips = []
-    for j in range(batch):
-        idx = step * batch + j
-        frames = shapes_clip(VAE_SEED, idx, num_frames=num_frames, height=HEIGHT, width=WIDTH).frames
-        perm = np.random.default_rng([VAE_SEED, idx, 7]).permutation(3)
-        clips.append(_to_model(frames[..., perm]))
-    return torch.stack(clips)
-
-
-def train_vae(steps: int = 1500, batch: int = 4, num_frames: int = 5, lr: float = 1e-3, log=print,
-              save_path: Path | None = None, save_every: int = 100, init_from: Path | None = None):
-    """Train the tiny Wan VAE; returns the diffusers model (latent statistics not yet folded). Every `save_every`
-    steps the weights go to `save_path` (safetensors), so a long run can be stopped and finished with
-    `init_from=save_path, steps=0`."""
-    from diffusers import AutoencoderKLWan
-    from safetensors.torch import load_file, save_file
-
-    from cosmos_predict2.tokenizers import tiny_vae_config
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(**tiny_vae_config()).train()
-    if init_from is not None:
-        vae.load_state_dict(load_file(str(init_from)))
-        log(f"VAE weights from {init_from}")
-    opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    # cosine to 5% (steps=0: only load `init_from`, e.g. weights from scripts/train_demo_vae.py)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / max(steps, 1)))
-    )
-    t0 = time.perf_counter()
-    for step in range(steps):
-        x = _vae_batch(step, batch, num_frames)
-        mu = vae.encode(x).latent_dist.mean
-        rec = vae.decode(mu).sample
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step == steps - 1:
-            log(f"vae step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
-        if save_path is not None and ((step + 1) % save_every == 0 or step == steps - 1):
-            save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(save_path))
-    return vae.eval()
 
 
 @torch.no_grad()
@@ -207,7 +160,10 @@ def make_assets(
     if reuse_vae and (vae_dir / "config.json").is_file():
         log(f"reusing {vae_dir} (pass --force to retrain)")
     else:
-        vae = train_vae(steps=vae_steps, log=log, save_path=work_dir / "vae_partial.safetensors", init_from=vae_from)
+        vae = train_vae(steps=vae_steps, init_from=vae_from, robot_fraction=0.25, workers=2, log=log,
+                        save_path=work_dir / "vae_partial.safetensors")  # fmt: skip
+        report["vae_source"] = (f"{vae_from}" if vae_from is not None else "") + (
+            f" + {vae_steps} CPU steps" if vae_steps else "")
         stats_clips = [shapes_clip(VAE_SEED + 1, i, num_frames=NUM_FRAMES).frames for i in range(64)]
         report["vae_latent_stats"] = fold_latent_statistics(vae, stats_clips)
         vae.save_pretrained(str(vae_dir), safe_serialization=True)
@@ -251,6 +207,21 @@ def make_assets(
     return report
 
 
+# How the shipped tiny_vae was made (on a GPU; the CPU default of make_demo_assets trains a weaker one for hours).
+SHIPPED_VAE_RECIPE = [
+    "The VAE weights come from two time-budgeted `scripts.train_demo_vae` runs on one H200 (not bitwise "
+    "reproducible because the budget is wall time; `--steps N` is deterministic on a CPU), then the command above:",
+    "",
+    "```bash",
+    "python -m scripts.train_demo_vae --out outputs/vae1.safetensors --seconds 420 --device cuda --batch 64 "
+    "--robot_fraction 0.25 --workers 12  # 1154 steps, robot PSNR 22.26 dB",
+    "python -m scripts.train_demo_vae --init outputs/vae1.safetensors --out outputs/vae2.safetensors "
+    "--seconds 330 --device cuda --batch 64 --lr 5e-4 --robot_fraction 0.25 --workers 12  # +886 steps, 22.70 dB",
+    "```",
+    "",
+]
+
+
 def write_assets_readme(out_dir: Path, report: dict, command: str) -> Path:
     """assets/demo/README.md: how the shipped weights were made (command, seeds, time, commit, quality)."""
     try:
@@ -264,20 +235,22 @@ def write_assets_readme(out_dir: Path, report: dict, command: str) -> Path:
     lines = [
         "# Demo assets: the tiny models of `make demo`",
         "",
-        "Made by the repository's own scripts, deterministically on CPU (torch "
+        "Made by the repository's own scripts (T5 and DiT deterministically on CPU, torch "
         f"{torch.__version__}), at commit `{commit}`:",
         "",
         "```bash",
         command,
         "```",
         "",
+        *(SHIPPED_VAE_RECIPE if report.get("vae_source") and not report.get("settings", {}).get("vae_steps") else []),
         "| file | what |",
         "|---|---|",
         f"| `tiny_t5/` | `make_tiny_t5(d_model={T5_DIM}, seed=0)`: a random 2-layer T5 encoder + tokenizer (embeddings "
         f"{T5_DIM} wide) |",
         "| `tiny_vae/` | diffusers `AutoencoderKLWan` (the Wan2.1 VAE class) with `tiny_vae_config()` (base_dim 8, "
-        "z_dim 16, 8x spatial / 4x temporal), trained as an autoencoder on synthetic 'shapes' clips (seed "
-        f"{VAE_SEED}), latent statistics folded in so the Cosmos normalisation gives unit variance |",
+        "z_dim 16, 8x spatial / 4x temporal), trained as an autoencoder (`demo/vae_training.py`) on synthetic "
+        f"'shapes' clips (seed {VAE_SEED}) and a quarter robot clips of their own seed (not the evaluation clips), "
+        "latent statistics folded in so the Cosmos normalisation gives unit variance |",
         "| `tiny_dit.safetensors` | the `tiny` `MinimalV1LVGDiT` (64 channels, 2 blocks, 2 heads, cross-attention "
         f"{T5_DIM}), diffusers key names, fp32: the EMA weights of a from-scratch pretraining with `scripts.train` "
         "(experiment `predict2_video2world_training_tiny_example`, `train_architecture=full`) on the shapes set "
@@ -288,7 +261,7 @@ def write_assets_readme(out_dir: Path, report: dict, command: str) -> Path:
         "",
         f"- VAE reconstruction PSNR: {report.get('vae_psnr_shapes_heldout_db', float('nan')):.2f} dB on held-out "
         f"shapes clips (seed {EVAL_SEED}), {report.get('vae_psnr_robot_db', float('nan')):.2f} dB on teal-robot "
-        "clips it never saw (17 frames, 64x64).",
+        f"clips it never saw (seed {ROBOT_EVAL_SEED}; 17 frames, 64x64).",
         f"- Normalised latent std on held-out clips: {report.get('normalised_latent_std', float('nan')):.3f}.",
         "",
         "Time on 2 CPU cores: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ".",

@@ -72,8 +72,6 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
     cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=16, lora_alpha=16,
                             lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
                             tokenizer_type="tiny_random", hash_base_checkpoint=False)  # fmt: skip
-    if size == "tiny":
-        cfg["net"] = {"crossattn_emb_channels": 64}
     model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
     model.setup(device, seed=0)
     model.init_ema()
@@ -105,8 +103,7 @@ def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[
 
     ensure_cosmos_padding_resize()
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    overrides = {"crossattn_emb_channels": 64} if size == "tiny" else {}
-    cfg = {k: v for k, v in diffusers_config(build_net(size, device="meta", **overrides)).items()
+    cfg = {k: v for k, v in diffusers_config(build_net(size, device="meta")).items()
            if not k.startswith("_")}  # fmt: skip
     with torch.device(device):
         net = CosmosTransformer3DModel(**cfg).to(torch_dtype)  # random weights: speed does not depend on values

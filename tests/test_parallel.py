@@ -73,7 +73,7 @@ def _train_args(dataset_dir: Path, root: Path, *extra: str) -> list[str]:
 def dataset13(tmp_path_factory) -> Path:
     from tests.data_helpers import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("ds13"), {"a": 13, "b": 17, "c": 14, "d": 20}, 64, 64, dim=64)
+    return make_dataset(tmp_path_factory.mktemp("ds13"), {"a": 13, "b": 17, "c": 14, "d": 20}, 64, 64)
 
 
 @pytest.mark.slow
@@ -111,7 +111,7 @@ def test_torchrun_full_finetune_fsdp2_writes_whole_network(dataset13, tmp_path):
     files = list(tmp_path.rglob("model/iter_000000002.pt"))
     assert len(files) == 1
     sd = torch.load(files[0], weights_only=True)
-    expected = build_net("tiny", crossattn_emb_channels=64).state_dict()
+    expected = build_net("tiny").state_dict()
     for name, value in expected.items():  # whole (gathered) tensors, not FSDP shards
         assert tuple(sd["net." + name].shape) == tuple(value.shape), name
 

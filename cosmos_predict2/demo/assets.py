@@ -98,7 +98,6 @@ def pretrain_dit_overrides(dataset_dir: Path, job_root: Path, vae_dir: Path, ste
         f"job.root={job_root}",
         "job.group=demo_pretrain",
         "job.name=tiny_base",
-        f"model.config.net.crossattn_emb_channels={T5_DIM}",
         "model.config.tokenizer_type=wan2.1",
         f"model.config.tokenizer_path={vae_dir}",
         f"dataloader_train.dataset.dataset_dir={dataset_dir}",

@@ -41,7 +41,7 @@ def _build_tokenizer():
 
 def make_tiny_t5(
     folder: str | os.PathLike,
-    d_model: int = 64,
+    d_model: int = 32,
     num_layers: int = 2,
     num_heads: int = 2,
     d_ff: int = 128,
@@ -75,7 +75,7 @@ def make_tiny_t5(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder")
-    parser.add_argument("--d_model", type=int, default=64)
+    parser.add_argument("--d_model", type=int, default=32)
     parser.add_argument("--num_layers", type=int, default=2)
     args = parser.parse_args()
     print(f"tiny T5 written to {make_tiny_t5(args.folder, d_model=args.d_model, num_layers=args.num_layers)}")

@@ -26,7 +26,6 @@ PREDICT2_VIDEO2WORLD_FSDP_14B = _model(
 # The tiny network of cosmos_predict2.networks, random weights, small random VAE: trains on a CPU in seconds.
 PREDICT2_VIDEO2WORLD_TINY = _model(
     model_size="tiny",
-    net={"crossattn_emb_channels": 64},  # the width of make_tiny_t5's default embeddings
     dit_path="",
     tokenizer_type="tiny_random",
     tokenizer_path="",

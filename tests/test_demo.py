@@ -74,6 +74,18 @@ def test_fold_latent_statistics_keeps_decoding():
     assert torch.allclose(tok.decode(z), before.clamp(-1, 1), atol=1e-4)
 
 
+def test_pretraining_starts_a_fresh_job(tmp_path):
+    """make_demo_assets must not resume an earlier pretraining (scripts.train would, from its latest checkpoint)."""
+    from cosmos_predict2.demo.assets import fresh_pretrain_job, pretrain_dit_overrides
+
+    job_root = tmp_path / "checkpoints"
+    overrides = dict(o.split("=", 1) for o in pretrain_dit_overrides(tmp_path, job_root, tmp_path, 10, 2))
+    job_dir = job_root / "posttraining" / overrides["job.group"] / overrides["job.name"]
+    (job_dir / "checkpoints").mkdir(parents=True)
+    (job_dir / "checkpoints" / "latest_checkpoint.txt").write_text("iter_000001000.pt\n")
+    assert fresh_pretrain_job(job_root, log=lambda _: None) == job_dir and not job_dir.exists()
+
+
 def test_shipped_assets_load_and_are_small():
     from cosmos_predict2.networks import build_net, load_dit_weights
     from cosmos_predict2.networks.dit import MinimalV1LVGDiT

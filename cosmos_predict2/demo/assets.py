@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +91,16 @@ def _run(cmd: list[str], log_file: Path, log=print) -> float:
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}); see {log_file}")
     return time.perf_counter() - t0
+
+
+def fresh_pretrain_job(job_root: Path, log=print) -> Path:
+    """The pretraining job's folder, emptied: scripts.train resumes from a job's latest checkpoint, but the base
+    model must be trained from scratch on this VAE's latents, so an earlier run's job (maybe on another VAE) goes."""
+    job_dir = job_root / "posttraining" / "demo_pretrain" / "tiny_base"  # job.group / job.name of the overrides
+    if job_dir.exists():
+        log(f"removing the earlier pretraining job {job_dir}")
+        shutil.rmtree(job_dir)
+    return job_dir
 
 
 def pretrain_dit_overrides(dataset_dir: Path, job_root: Path, vae_dir: Path, steps: int, batch: int) -> list[str]:
@@ -190,10 +201,10 @@ def make_assets(
                                        "--num_frames", str(NUM_FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH),
                                        "--tokenizer_path", str(vae_dir), "--device", "cpu"], log_file, log)  # fmt: skip
     job_root = work_dir / "checkpoints"
+    job_dir = fresh_pretrain_job(job_root, log)
     overrides = pretrain_dit_overrides(data_dir, job_root, vae_dir, dit_steps, dit_batch)
     timings["dit_pretrain_s"] = _run(["-m", "scripts.train", "--config=cosmos_predict2/configs/base/config.py", "--",
                                       *overrides], log_file, log)  # fmt: skip
-    job_dir = job_root / "posttraining" / "demo_pretrain" / "tiny_base"
     ckpt = job_dir / "checkpoints" / "model" / f"iter_{dit_steps:09d}.pt"
     report["dit_parameters"] = export_ema_weights(ckpt, out_dir / "tiny_dit.safetensors")
     report["dit_pretrain_command"] = ("python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- "

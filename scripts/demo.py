@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from cosmos_predict2.demo.run import DemoError, DemoSettings, print_summary, run_demo  # noqa: E402
 
-QUICK = dict(num_train_clips=24, num_heldout=2, train_steps=300, sampling_steps=20)
+QUICK = dict(num_train_clips=24, num_heldout=4, train_steps=400, sampling_steps=20)
 
 
 def main(argv: list[str] | None = None) -> int:

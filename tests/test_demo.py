@@ -86,6 +86,18 @@ def test_pretraining_starts_a_fresh_job(tmp_path):
     assert fresh_pretrain_job(job_root, log=lambda _: None) == job_dir and not job_dir.exists()
 
 
+def test_shipped_assets_name_no_machine_paths():
+    """The shipped README/report/weights describe paths relative to the repository, not the maker's folders."""
+    import re
+
+    from cosmos_predict2.demo.assets import repo_relative
+
+    assert repo_relative(f"job.root={ROOT}/outputs/demo_assets") == "job.root=outputs/demo_assets"
+    for name in ("README.md", "make_demo_assets.json"):
+        text = (ASSETS_DIR / name).read_text()
+        assert not re.search(r"(?<![\w.])/\S*/outputs/", text), name
+
+
 def test_shipped_assets_load_and_are_small():
     from cosmos_predict2.networks import build_net, load_dit_weights
     from cosmos_predict2.networks.dit import MinimalV1LVGDiT

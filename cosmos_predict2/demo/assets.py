@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -80,6 +81,11 @@ def vae_psnr(tokenizer, clips: list[np.ndarray]) -> float:
     return float(np.mean(values))
 
 
+def repo_relative(text: str) -> str:
+    """Paths inside the repository written relative to its root (what ships must not name this machine's folders)."""
+    return text.replace(str(REPO_ROOT) + os.sep, "")
+
+
 def _run(cmd: list[str], log_file: Path, log=print) -> float:
     """Run a repository entry point (python -m ...) from the repository root; output goes to log_file."""
     t0 = time.perf_counter()
@@ -138,7 +144,8 @@ def export_ema_weights(model_ckpt: Path, out: Path) -> int:
     prefix = "net_ema." if any(k.startswith("net_ema.") for k in state) else "net."
     sd = {k: v.float().contiguous() for k, v in extract_prefixed(state, prefix).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(to_diffusers_state_dict(sd), str(out), metadata={"format": "pt", "source": f"{model_ckpt} ({prefix})"})
+    source = f"{repo_relative(str(model_ckpt))} ({prefix})"
+    save_file(to_diffusers_state_dict(sd), str(out), metadata={"format": "pt", "source": source})
     net = load_dit_weights(build_net("tiny", device="meta"), out)  # check it loads into the inference network
     return sum(p.numel() for p in net.parameters())
 
@@ -207,9 +214,9 @@ def make_assets(
                                       *overrides], log_file, log)  # fmt: skip
     ckpt = job_dir / "checkpoints" / "model" / f"iter_{dit_steps:09d}.pt"
     report["dit_parameters"] = export_ema_weights(ckpt, out_dir / "tiny_dit.safetensors")
-    report["dit_pretrain_command"] = ("python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- "
-                                      + " ".join(overrides))  # fmt: skip
-    report["dit_pretrain_log"] = str(job_dir / "stdout.log")
+    train_cmd = "python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- " + " ".join(overrides)
+    report["dit_pretrain_command"] = repo_relative(train_cmd)
+    report["dit_pretrain_log"] = repo_relative(str(job_dir / "stdout.log"))
     report["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     report["settings"] = dict(vae_steps=vae_steps, dit_steps=dit_steps, num_clips=num_clips, dit_batch=dit_batch,
                               video=f"{WIDTH}x{HEIGHT}x{NUM_FRAMES}f@{FPS}fps", t5_dim=T5_DIM)  # fmt: skip

@@ -39,6 +39,28 @@ def _torchrun(nproc: int, args: list[str], timeout: int = 300) -> subprocess.Com
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("device", "backend", "expected_device"),
+                         [(None, "nccl", "cuda:1"), ("auto", "nccl", "cuda:1"), ("cpu", "gloo", "cpu"),
+                          ("cuda", "nccl", "cuda:1")])  # fmt: skip
+def test_process_group_follows_the_requested_device(monkeypatch, device, backend, expected_device):
+    """On a GPU machine `--device cpu` under torchrun must use gloo (NCCL cannot move CPU tensors; seen on 2 H200s)."""
+    import torch.distributed as dist
+
+    from cosmos_predict2 import parallel
+
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.setdefault("set_device", i))
+    monkeypatch.setattr(dist, "is_initialized", lambda: "backend" in calls)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.setdefault("backend", backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    info = parallel.init_distributed(device)
+    assert calls["backend"] == backend and info.device == expected_device and info.rank == 1
+    assert calls.get("set_device") == (1 if backend == "nccl" else None)
+
+
 def test_context_parallel_matches_single_process(tmp_path):
     _torchrun(2, ["tests/dist_worker.py", str(tmp_path / "cp.pt")])
     got = torch.load(tmp_path / "cp.pt", weights_only=True)

@@ -135,7 +135,7 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     return [Job(args.input_path, args.prompt, args.save_path)]
 
 
-def _setup_distributed(num_gpus: int):
+def _setup_distributed(num_gpus: int, device: str | None = None):
     if num_gpus <= 1:
         return None
     try:
@@ -150,7 +150,7 @@ def _setup_distributed(num_gpus: int):
         raise RuntimeError(
             f"--num_gpus {num_gpus} but WORLD_SIZE={world}: launch with torchrun --nproc_per_node={num_gpus}"
         )
-    return init_distributed()
+    return init_distributed(device)
 
 
 def _device(args: argparse.Namespace) -> torch.device:
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
     if args.model_size == "tiny" and not (args.dit_path and args.tokenizer_path and args.size):
         raise InferenceInputError("--model_size tiny needs --dit_path, --tokenizer_path and --size")
     jobs = _jobs(args)
-    dist_info = _setup_distributed(args.num_gpus)
+    dist_info = _setup_distributed(args.num_gpus, args.device)
     rank = int(os.environ.get("RANK", "0"))
 
     device = _device(args)

@@ -25,11 +25,18 @@ class DistInfo:
     device: str = "cpu"
 
 
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group (idempotent); one GPU per process by LOCAL_RANK."""
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group (idempotent); one GPU per process by LOCAL_RANK.
+
+    device: "cuda", "cpu", or None / "auto" (cuda when available). The process group follows it: NCCL for GPUs,
+    gloo for CPUs, so `--device cpu` under torchrun also works on a machine that has GPUs.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available()
+    if device in (None, "auto"):
+        use_cuda = torch.cuda.is_available()
+    else:
+        use_cuda = torch.device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if world > 1 and not dist.is_initialized():

@@ -67,7 +67,7 @@ def init_distributed(device_pref: str) -> DistInfo:
     if world_size > 1:
         if parallel is None:
             raise RuntimeError("WORLD_SIZE > 1 but cosmos_predict2.parallel.init_distributed is not available")
-        info = parallel.init_distributed()
+        info = parallel.init_distributed(device_pref)
         return DistInfo(info.rank, info.world_size, info.local_rank, torch.device(info.device))
     if device_pref == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

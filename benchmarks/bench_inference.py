@@ -29,7 +29,8 @@ if __package__ in (None, ""):
 
 from cosmos_predict2.inference.defaults import video_size_hw  # noqa: E402
 from cosmos_predict2.inference.pipeline import GenerationTimings, Video2WorldPipeline  # noqa: E402
-from cosmos_predict2.networks import build_net, set_attention_backend  # noqa: E402
+from cosmos_predict2.networks import build_net, resolved_attention_backend, set_attention_backend  # noqa: E402
+from cosmos_predict2.networks.attention import BACKENDS  # noqa: E402
 from cosmos_predict2.tokenizers import WanVAETokenizer, tiny_vae_config  # noqa: E402
 
 REFERENCE_S = {"480": 50.2, "720": 221.7}  # SPEC 11: reference 2B, 35 steps with guidance, one H200 SXM
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sequential_guidance", action="store_true", help="two batch-1 forwards instead of one of 2")
     p.add_argument("--no_shared_first_layers", action="store_true",
                    help="run the plain guidance batch (the text-independent first layers computed per branch)")
-    p.add_argument("--attn_backend", default=None, help="cudnn (default), flash, efficient, math, auto")
+    p.add_argument("--attn_backend", default=None, choices=BACKENDS,
+                   help="attention kernel (default: best = fa4 where flash-attn-4 is installed, else cudnn)")
     args = p.parse_args(argv)
     if args.attn_backend:
         set_attention_backend(args.attn_backend)
@@ -105,11 +107,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         emb_dim, num_steps, model = 1024, args.num_steps, args.model_size
     pipe = Video2WorldPipeline(net, tokenizer, device=device, batched_guidance=not args.sequential_guidance,
                                share_guidance_input=not args.no_shared_first_layers, log=lambda _: None)
+    probe = torch.empty(1, 1, 1, 128, device=device, dtype=next(net.parameters()).dtype)
     for name, size_hw, num_frames in cases:
         result = run_case(pipe, size_hw, num_frames, emb_dim, num_steps, args.guidance)
         result.update(model=model, resolution=name, size_hw=list(size_hw), num_frames=num_frames,
                       num_steps=num_steps, guidance=args.guidance, batched_guidance=not args.sequential_guidance,
                       shared_first_layers=not args.no_shared_first_layers,
+                      attention=resolved_attention_backend(probe),
                       device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       torch=torch.__version__, reference_seconds=REFERENCE_S.get(name),
                       scope="whole generation except the T5 pass (precomputed embeddings)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -28,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
+from cosmos_predict2.networks import resolved_attention_backend, set_attention_backend  # noqa: E402
 from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
 from cosmos_predict2.training.optim import build_optimizer, clip_gradients  # noqa: E402
 
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--attn_backends", default="best",
+                    help="comma list of attention backends to time ours under (e.g. cudnn,fa4); default: best")
     args = ap.parse_args(argv)
 
     if args.tiny:
@@ -165,12 +169,15 @@ def main(argv: list[str] | None = None) -> None:
                          else "cpu", "model": size, "lora_rank": 16, "batch": 1}  # fmt: skip
     for res in resolutions:
         shape = LATENT_SHAPES[res]
-        for ckpt in args.checkpointing.split(","):
+        for backend, ckpt in itertools.product(args.attn_backends.split(","), args.checkpointing.split(",")):
+            set_attention_backend(backend)
+            probe = torch.empty(1, 1, 1, 128, device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+            impl = f"ours ckpt={ckpt} attn={resolved_attention_backend(probe)}"
             try:
                 sec, peak = ours(size, shape, ckpt, device, dtype, args.warmup, args.reps, details)
-                rows.append({"resolution": res, "impl": f"ours ckpt={ckpt}", "s_per_step": sec, "peak_gib": peak})
+                rows.append({"resolution": res, "impl": impl, "s_per_step": sec, "peak_gib": peak})
             except torch.OutOfMemoryError:
-                rows.append({"resolution": res, "impl": f"ours ckpt={ckpt}", "s_per_step": None, "peak_gib": "OOM"})
+                rows.append({"resolution": res, "impl": impl, "s_per_step": None, "peak_gib": "OOM"})
             free_memory(device)
         if not args.no_peer:
             try:
@@ -187,11 +194,11 @@ def main(argv: list[str] | None = None) -> None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
     print(f"\n{details}")
-    print(f"{'res':<6} {'implementation':<28} {'s/step':>9} {'peak GiB':>9}")
+    print(f"{'res':<6} {'implementation':<38} {'s/step':>9} {'peak GiB':>9}")
     for r in rows:
         sec = f"{r['s_per_step']:.3f}" if r["s_per_step"] is not None else "-"
         peak = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f}"
-        print(f"{r['resolution']:<6} {r['impl']:<28} {sec:>9} {peak:>9}")
+        print(f"{r['resolution']:<6} {r['impl']:<38} {sec:>9} {peak:>9}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The Video2World DiT, its named sizes and weight IO."""
 
-from cosmos_predict2.networks.attention import get_attention_backend, set_attention_backend
+from cosmos_predict2.networks.attention import get_attention_backend, resolved_attention_backend, set_attention_backend
 from cosmos_predict2.networks.configs import EXPECTED_PARAMETERS, NET_CONFIGS, build_net, count_parameters, net_config
 from cosmos_predict2.networks.dit import MinimalV1LVGDiT, MiniTrainDIT
 from cosmos_predict2.networks.weights import (
@@ -22,6 +22,7 @@ __all__ = [
     "load_dit_weights",
     "load_reference_weights",
     "net_config",
+    "resolved_attention_backend",
     "save_diffusers",
     "set_attention_backend",
 ]

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         for backend, ckpt in itertools.product(args.attn_backends.split(","), args.checkpointing.split(",")):
             set_attention_backend(backend)
             probe = torch.empty(1, 1, 1, 128, device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
-            impl = f"ours ckpt={ckpt} attn={resolved_attention_backend(probe)}"
+            impl = f"ours ckpt={ckpt} attn={resolved_attention_backend(probe, needs_grad=True)}"
             try:
                 sec, peak = ours(size, shape, ckpt, device, dtype, args.warmup, args.reps, details)
                 rows.append({"resolution": res, "impl": impl, "s_per_step": sec, "peak_gib": peak})

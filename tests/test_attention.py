@@ -51,7 +51,12 @@ def test_best_prefers_fa4_only_where_it_runs(monkeypatch):
     assert attn.resolved_attention_backend(fake_cuda) == "cudnn"  # not installed
     monkeypatch.setattr(attn, "_fa4_function", lambda: object())
     assert attn.resolved_attention_backend(fake_cuda) == "fa4"
+    assert attn.resolved_attention_backend(fake_cuda, needs_grad=True) == "cudnn"  # training keeps cuDNN
+    attn.set_attention_backend("fa4")
+    assert attn.resolved_attention_backend(fake_cuda, needs_grad=True) == "fa4"  # unless asked for
     monkeypatch.setattr(attn, "_fa4_supports", lambda q: False)  # e.g. fp32 or a pre-Hopper GPU
+    assert attn.resolved_attention_backend(fake_cuda) == "cudnn"
+    attn.set_attention_backend("best")
     assert attn.resolved_attention_backend(fake_cuda) == "cudnn"
     attn.set_attention_backend("cudnn")
     monkeypatch.setattr(attn, "_fa4_supports", lambda q: True)

@@ -9,8 +9,12 @@ Attention is ~85% of a 720p DiT forward, so the kernel decides the speed. Backen
   faster than PyTorch's flash backend at the DiT's shapes (head dim 128, 30k-85k tokens).
 - "flash", "efficient", "math": that PyTorch SDPA backend alone; "auto": PyTorch chooses.
 
-The default, "best", is "fa4" when `flash_attn.cute` imports and "cudnn" otherwise. `set_attention_backend` or
-the `COSMOS_ATTN_BACKEND` environment variable picks one; `resolved_attention_backend` says which runs.
+The default, "best", is "fa4" where it runs and no gradient is needed (inference), else "cudnn". Training stays on
+cuDNN because selective activation checkpointing keeps attention outputs by recognising PyTorch's SDPA ops; FA4's
+kernels are invisible to it, so attention would be recomputed in the backward (720p LoRA step measured 15.2 s with
+FA4 vs 14.0 s with cuDNN, BENCHMARKS.md). Choose "fa4" explicitly to train with it anyway (e.g. with full
+checkpointing, which recomputes attention in any case). `set_attention_backend` or the `COSMOS_ATTN_BACKEND`
+environment variable picks one; `resolved_attention_backend` says which runs.
 """
 
 from __future__ import annotations
@@ -69,19 +73,20 @@ def _fa4_supports(q: torch.Tensor) -> bool:
             and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device)[0] >= 9)
 
 
-def resolved_attention_backend(q_B_L_H_D: torch.Tensor) -> str:
+def resolved_attention_backend(q_B_L_H_D: torch.Tensor, needs_grad: bool = False) -> str:
     """The backend `attention` runs for inputs like `q_B_L_H_D` under the current setting."""
     if not q_B_L_H_D.is_cuda:
         return "auto"  # the choice only concerns CUDA; PyTorch picks its CPU kernel
-    name = _backend
-    if name in ("best", "fa4"):
-        name = "fa4" if _fa4_function() is not None and _fa4_supports(q_B_L_H_D) else "cudnn"
-    return name
+    fa4_runs = _fa4_function() is not None and _fa4_supports(q_B_L_H_D)
+    if _backend == "fa4" or (_backend == "best" and not needs_grad):
+        return "fa4" if fa4_runs else "cudnn"
+    return "cudnn" if _backend == "best" else _backend
 
 
 def attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch.Tensor) -> torch.Tensor:
     """Softmax attention without mask, scale 1/sqrt(head_dim). Inputs and output are [B, L, heads, head_dim]."""
-    name = resolved_attention_backend(q_B_L_H_D)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_B_L_H_D, k_B_M_H_D, v_B_M_H_D))
+    name = resolved_attention_backend(q_B_L_H_D, needs_grad)
     if name == "fa4":
         out = _fa4_function()(q_B_L_H_D, k_B_M_H_D, v_B_M_H_D)
         return out[0] if isinstance(out, tuple) else out

@@ -34,7 +34,8 @@ def _torchrun(nproc: int, args: list[str], timeout: int = 300) -> subprocess.Com
     except subprocess.TimeoutExpired as e:  # show how far the ranks got
         out = "".join(t.decode(errors="replace") if isinstance(t, bytes) else t for t in (e.stdout, e.stderr) if t)
         raise AssertionError(f"torchrun timed out after {timeout} s; output so far:\n{out[-4000:]}") from None
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A rank's own error comes before torchrun's report and can run to many lines (dispatcher errors): show both ends.
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[:3000] + "\n[...]\n" + proc.stderr[-2000:]
     return proc
 
 
@@ -59,6 +60,26 @@ def test_process_group_follows_the_requested_device(monkeypatch, device, backend
     info = parallel.init_distributed(device)
     assert calls["backend"] == backend and info.device == expected_device and info.rank == 1
     assert calls.get("set_device") == (1 if backend == "nccl" else None)
+
+
+def test_all_to_all_takes_the_autograd_collective_only_when_a_gradient_flows(monkeypatch):
+    """torch 2.11 has no inference-mode kernel for the autograd all-to-all (CP inference crashed on an H200)."""
+    from torch.distributed import _functional_collectives as fc
+
+    from cosmos_predict2.parallel.context_parallel import _all_to_all
+
+    used = []
+    monkeypatch.setattr(fc, "all_to_all_single", lambda x, *a: used.append("plain") or x * 1)
+    monkeypatch.setattr(fc, "all_to_all_single_autograd", lambda x, *a: used.append("autograd") or x * 1)
+    monkeypatch.setattr(fc, "wait_tensor", lambda x: x)
+    x = torch.randn(2, 3, requires_grad=True)
+    _all_to_all(x, group=None)
+    with torch.inference_mode():
+        _all_to_all(torch.randn(2, 3), group=None)
+    with torch.no_grad():
+        _all_to_all(x, group=None)
+    _all_to_all(torch.randn(2, 3), group=None)
+    assert used == ["autograd", "plain", "plain", "plain"]
 
 
 def test_context_parallel_matches_single_process(tmp_path):

@@ -20,10 +20,15 @@ from cosmos_predict2.networks.attention import attention
 
 
 def _all_to_all(send: torch.Tensor, group) -> torch.Tensor:
-    """Differentiable all-to-all over dim 0 (its backward is the reverse all-to-all)."""
-    from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
+    """All-to-all over dim 0; differentiable (the backward is the reverse all-to-all) when a gradient is needed."""
+    from torch.distributed import _functional_collectives as fc
 
-    return wait_tensor(all_to_all_single_autograd(send, None, None, group))
+    if torch.is_grad_enabled() and send.requires_grad:
+        return fc.wait_tensor(fc.all_to_all_single_autograd(send, None, None, group))
+    # The autograd variant has no kernel under torch.inference_mode in torch 2.11 ("Could not run
+    # '_c10d_functional_autograd::all_to_all_single' with arguments from the 'CPU' backend", seen with torchrun
+    # on 2 ranks); the plain functional collective runs everywhere.
+    return fc.wait_tensor(fc.all_to_all_single(send, None, None, group))
 
 
 def cp_size_and_rank(group) -> tuple[int, int]:

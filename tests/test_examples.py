@@ -93,6 +93,7 @@ def test_batch_json_and_benchmark(assets, tmp_path, capsys):  # noqa: F811
         _check_mp4(path)
     out = capsys.readouterr().out
     assert "benchmark:" in out and "s per video" in out and "all-zero text embedding" in out
+    assert "attention auto" in out  # CPU: PyTorch picks its kernel; on CUDA the line names fa4 or cudnn
 
 
 @pytest.mark.parametrize(

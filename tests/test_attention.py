@@ -1,6 +1,9 @@
 """The attention kernel switch: names, errors, which backend runs, and the math on CPU."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -27,6 +30,13 @@ def test_attention_matches_softmax_formula():
 def test_unknown_backend_names_the_choices():
     with pytest.raises(ValueError, match="unknown attention backend 'flash3'.*best, fa4, cudnn"):
         attn.set_attention_backend("flash3")
+
+
+def test_a_bad_environment_choice_fails_at_import_naming_the_variable():
+    env = {**os.environ, "COSMOS_ATTN_BACKEND": "flash3"}
+    proc = subprocess.run([sys.executable, "-c", "import cosmos_predict2.networks"], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and "COSMOS_ATTN_BACKEND: unknown attention backend 'flash3'" in proc.stderr
 
 
 def test_fa4_without_the_package_says_how_to_install(monkeypatch):

@@ -37,7 +37,7 @@ _SDPA_BACKENDS = {
 }
 BACKENDS = ("best", "fa4", *_SDPA_BACKENDS)
 
-_backend = os.environ.get("COSMOS_ATTN_BACKEND", "best")
+_backend = "best"  # the environment's choice is applied (and checked) at the end of this module
 
 
 def set_attention_backend(name: str) -> None:
@@ -98,3 +98,10 @@ def attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch
         with sdpa_kernel(backends, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2)
+
+
+if os.environ.get("COSMOS_ATTN_BACKEND"):
+    try:
+        set_attention_backend(os.environ["COSMOS_ATTN_BACKEND"])
+    except ValueError as e:
+        raise ValueError(f"environment variable COSMOS_ATTN_BACKEND: {e}") from None

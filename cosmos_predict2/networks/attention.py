@@ -77,9 +77,8 @@ def resolved_attention_backend(q_B_L_H_D: torch.Tensor, needs_grad: bool = False
     """The backend `attention` runs for inputs like `q_B_L_H_D` under the current setting."""
     if not q_B_L_H_D.is_cuda:
         return "auto"  # the choice only concerns CUDA; PyTorch picks its CPU kernel
-    fa4_runs = _fa4_function() is not None and _fa4_supports(q_B_L_H_D)
-    if _backend == "fa4" or (_backend == "best" and not needs_grad):
-        return "fa4" if fa4_runs else "cudnn"
+    if _backend == "fa4" or (_backend == "best" and not needs_grad):  # training never imports FA4 (~7 s)
+        return "fa4" if _fa4_function() is not None and _fa4_supports(q_B_L_H_D) else "cudnn"
     return "cudnn" if _backend == "best" else _backend
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,25 +20,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_network import timed  # noqa: E402
 from cosmos_predict2.networks import attention as attn  # noqa: E402
 
 HEADS, HEAD_DIM = 16, 128
 FORWARD_SHAPES = {"480p guidance fwd": (2, 31104), "720p guidance fwd": (2, 84480)}
 TRAIN_SHAPE = ("720p train fwd+bwd", (1, 84480))
-
-
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def random_qkv(batch: int, tokens: int, seed: int, grad: bool = False) -> list[torch.Tensor]:
@@ -62,7 +48,7 @@ def main() -> list[dict]:
         for name in backends:
             attn.set_attention_backend(name)
             out = attn.attention(q, k, v)
-            seconds = median_seconds(lambda q=q, k=k, v=v: attn.attention(q, k, v), reps=8)
+            seconds, _ = timed(lambda q=q, k=k, v=v: attn.attention(q, k, v), warmup=1, reps=8, device=q.device)
             rows.append({"shape": shape, "backend": name, "seconds": seconds, "tflops": flops / seconds / 1e12,
                          "max_error": (out[:, :256].float() - ref).abs().max().item()})
             print(json.dumps(rows[-1]), flush=True)
@@ -81,7 +67,7 @@ def main() -> list[dict]:
     for name in [b for b in backends if b != "flash"]:  # PyTorch's flash backend is half as fast already forward
         attn.set_attention_backend(name)
         grads = step()
-        seconds = median_seconds(step, reps=4)
+        seconds, _ = timed(step, warmup=1, reps=4, device=q.device)
         rows.append({"shape": shape, "backend": name, "seconds": seconds, "tflops": flops / seconds / 1e12,
                      "max_error": max((a.float() - b.float()).abs().max().item() for a, b in zip(grads, cudnn_grads))})
         print(json.dumps(rows[-1]), flush=True)

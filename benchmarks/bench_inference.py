@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 
 from cosmos_predict2.inference.defaults import video_size_hw  # noqa: E402
 from cosmos_predict2.inference.pipeline import GenerationTimings, Video2WorldPipeline  # noqa: E402
-from cosmos_predict2.networks import build_net, resolved_attention_backend, set_attention_backend  # noqa: E402
+from cosmos_predict2.networks import attention_backend_for, build_net, set_attention_backend  # noqa: E402
 from cosmos_predict2.networks.attention import BACKENDS  # noqa: E402
 from cosmos_predict2.tokenizers import WanVAETokenizer, tiny_vae_config  # noqa: E402
 
@@ -107,13 +107,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         emb_dim, num_steps, model = 1024, args.num_steps, args.model_size
     pipe = Video2WorldPipeline(net, tokenizer, device=device, batched_guidance=not args.sequential_guidance,
                                share_guidance_input=not args.no_shared_first_layers, log=lambda _: None)
-    probe = torch.empty(1, 1, 1, 128, device=device, dtype=next(net.parameters()).dtype)
     for name, size_hw, num_frames in cases:
         result = run_case(pipe, size_hw, num_frames, emb_dim, num_steps, args.guidance)
         result.update(model=model, resolution=name, size_hw=list(size_hw), num_frames=num_frames,
                       num_steps=num_steps, guidance=args.guidance, batched_guidance=not args.sequential_guidance,
                       shared_first_layers=not args.no_shared_first_layers,
-                      attention=resolved_attention_backend(probe),
+                      attention=attention_backend_for(device, next(net.parameters()).dtype),
                       device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       torch=torch.__version__, reference_seconds=REFERENCE_S.get(name),
                       scope="whole generation except the T5 pass (precomputed embeddings)")

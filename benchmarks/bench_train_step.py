@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
-from cosmos_predict2.networks import resolved_attention_backend, set_attention_backend  # noqa: E402
+from cosmos_predict2.networks import attention_backend_for, set_attention_backend  # noqa: E402
 from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
 from cosmos_predict2.training.optim import build_optimizer, clip_gradients  # noqa: E402
 
@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         shape = LATENT_SHAPES[res]
         for backend, ckpt in itertools.product(args.attn_backends.split(","), args.checkpointing.split(",")):
             set_attention_backend(backend)
-            probe = torch.empty(1, 1, 1, 128, device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
-            impl = f"ours ckpt={ckpt} attn={resolved_attention_backend(probe, needs_grad=True)}"
+            net_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+            impl = f"ours ckpt={ckpt} attn={attention_backend_for(device, net_dtype, needs_grad=True)}"
             try:
                 sec, peak = ours(size, shape, ckpt, device, dtype, args.warmup, args.reps, details)
                 rows.append({"resolution": res, "impl": impl, "s_per_step": sec, "peak_gib": peak})

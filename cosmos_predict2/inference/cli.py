@@ -30,7 +30,7 @@ from cosmos_predict2.inference.defaults import (
 from cosmos_predict2.inference.model_loading import LoadedNet, LoraFlags, load_base_net, load_lora_net
 from cosmos_predict2.inference.pipeline import EMPTY_NEGATIVE_PROMPT_NOTE, GenerationTimings, Video2WorldPipeline
 from cosmos_predict2.inference.safety import check_safety_models
-from cosmos_predict2.networks import resolved_attention_backend
+from cosmos_predict2.networks import attention_backend_for
 
 MODEL_SIZE_CHOICES = ("2B", "14B", "tiny")  # tiny: the small test/demo network (needs --size and tiny T5/VAE)
 
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
             log(f"benchmark: {timings.encode_s + timings.sample_s + timings.decode_s:.2f} s per video "
                 f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {args.num_steps} "
                 f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
-                f"{resolved_attention_backend(torch.empty(1, 1, 1, 128, device=device, dtype=dtype))}")
+                f"{attention_backend_for(device, dtype)}")
     return written
 
 

@@ -82,6 +82,11 @@ def resolved_attention_backend(q_B_L_H_D: torch.Tensor, needs_grad: bool = False
     return "cudnn" if _backend == "best" else _backend
 
 
+def attention_backend_for(device: torch.device, dtype: torch.dtype, needs_grad: bool = False) -> str:
+    """The backend the DiT's attention (head dim 128) runs on `device` in `dtype`: for logs and benchmark records."""
+    return resolved_attention_backend(torch.empty(1, 1, 1, 128, device=device, dtype=dtype), needs_grad)
+
+
 def attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch.Tensor) -> torch.Tensor:
     """Softmax attention without mask, scale 1/sqrt(head_dim). Inputs and output are [B, L, heads, head_dim]."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_B_L_H_D, k_B_M_H_D, v_B_M_H_D))

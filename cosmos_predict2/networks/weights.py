@@ -8,43 +8,27 @@ and assigned straight into a network built on the meta device, so a 14B model is
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
+
+from cosmos_predict2.io import StateDictMismatchError, atomic_write, atomic_write_text, check_keys, safe_load
 
 IGNORED_PREFIXES = ("pos_embedder.", "accum_")
 IGNORED_SUFFIXES = ("._extra_state",)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(StateDictMismatchError):
     """A checkpoint does not match the network: missing, unexpected or wrongly shaped keys."""
 
 
-def _describe(keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def torch_load_safe(path: str | Path) -> dict:
-    """`torch.load` that never unpickles arbitrary code; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointMismatchError(
-            f"{path} cannot be loaded safely (weights_only=True refused it: {str(e).splitlines()[0]}). "
-            "Only plain tensor dicts are accepted; re-save the file as a dict of tensors."
-        ) from e
-    except RuntimeError as e:
-        if "mmap" in str(e) or "zip" in str(e).lower():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        raise
+    """The one safe loader (cosmos_predict2.io.safe_load) for DiT checkpoints."""
+    return safe_load(path, what="checkpoint")
 
 
 def extract_prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -62,28 +46,15 @@ def extract_prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dic
 
 def check_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise CheckpointMismatchError listing every missing, unexpected and wrongly shaped key."""
-    expected = {k: v.shape for k, v in net.state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(expected[k])})"
-        for k in set(expected) & set(state_dict)
-        if tuple(state_dict[k].shape) != tuple(expected[k])
-    )
-    if not (missing or unexpected or wrong_shape):
-        return
-    lines = [f"{source} does not match the network:"]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): {_describe(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
-    if wrong_shape:
-        lines.append(f"  wrong shapes ({len(wrong_shape)}): {_describe(wrong_shape)}")
+    expected = net.state_dict()
+    unexpected = set(state_dict) - set(expected)
     if any(".base_layer." in k or ".lora_A." in k for k in unexpected):
-        lines.append("  (this looks like a LoRA checkpoint: use examples/video2world_lora.py --use_lora)")
-    elif missing and len(missing) == len(expected):
-        lines.append("  (no key matched: is this the right model size, and the right prefix 'net.'/'net_ema.'?)")
-    raise CheckpointMismatchError("\n".join(lines))
+        hint = "  (this looks like a LoRA checkpoint: use examples/video2world_lora.py --use_lora)"
+    elif not set(expected) & set(state_dict):
+        hint = "  (no key matched: is this the right model size, and the right prefix 'net.'/'net_ema.'?)"
+    else:
+        hint = ""
+    check_keys(expected, state_dict, source, hint=hint, error=CheckpointMismatchError)
 
 
 def assign_state_dict(
@@ -202,10 +173,9 @@ def save_diffusers(net: nn.Module, folder: str | Path, dtype: torch.dtype = torc
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in to_diffusers_state_dict(net.state_dict()).items()}
-    tmp = folder / "diffusion_pytorch_model.safetensors.tmp"
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.replace(folder / "diffusion_pytorch_model.safetensors")
-    (folder / "config.json").write_text(json.dumps(diffusers_config(net), indent=2))
+    data = safetensors_bytes(sd, metadata={"format": "pt"})
+    atomic_write(folder / "diffusion_pytorch_model.safetensors", lambda f: f.write(data))
+    atomic_write_text(folder / "config.json", json.dumps(diffusers_config(net), indent=2))
     return folder
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cosmos_predict2.io import atomic_write
+
 MAX_TEXT_TOKENS = 512
 
 # The only globals a numpy-array pickle needs. Anything else (os.system, builtins.eval, ...) is refused.
@@ -120,12 +122,8 @@ def save_embedding_pickle(path: str | os.PathLike, emb_N_D: np.ndarray | torch.T
     emb_N_D = np.ascontiguousarray(emb_N_D, dtype=np.float16)
     if emb_N_D.ndim != 2:
         raise ValueError(f"embedding for {path} must be [n_tokens, dim], got shape {list(emb_N_D.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        # Protocol 4: readable by every Python the reference supports.
-        pickle.dump([emb_N_D], f, protocol=4)
-    os.replace(tmp, path)
+    # Protocol 4: readable by every Python the reference supports.
+    atomic_write(path, lambda f: pickle.dump([emb_N_D], f, protocol=4))
 
 
 def pad_embedding(emb_N_D: np.ndarray, max_length: int = MAX_TEXT_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:

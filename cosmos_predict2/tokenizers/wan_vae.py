@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from cosmos_predict2.io import check_keys, safe_load
+from cosmos_predict2.parallel import resolve_device
 from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict
 
 # SPEC section 3: per-channel statistics of the posterior mean; z = (mu - mean) / std.
@@ -53,15 +55,8 @@ def state_dict_identity(state_dict: dict[str, torch.Tensor], config: dict[str, A
     return h.hexdigest()[:16]
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def _read_pth_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # SPEC section 12: never run pickled code
-    except Exception as e:
-        raise ValueError(f"{path}: cannot load VAE weights ({type(e).__name__}: {e})") from e
+    obj = safe_load(path, what="VAE weights")  # SPEC section 12: never run pickled code
     for wrapper in ("state_dict", "model"):  # some exports nest the weights one level down
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -86,7 +81,7 @@ class WanVAETokenizer:
         tiled: bool | dict[str, int] = False,
         identity: str | None = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = resolve_device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         # Identity is computed from the loaded (fp32) weights before any cast, so it is stable across devices.
         self.identity = identity or state_dict_identity(vae.state_dict(), dict(vae.config))
@@ -143,15 +138,8 @@ class WanVAETokenizer:
         vae = AutoencoderKLWan(**config)
         num_res_blocks = int(vae.config.num_res_blocks)
         state_dict = convert_wan_state_dict(_read_pth_state_dict(path), num_res_blocks, source=str(path))
-        expected = vae.state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        wrong_shape = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
-        if missing or unexpected or wrong_shape:
-            raise VAEKeyError(
-                f"{path}: weights do not match the AutoencoderKLWan config {dict(config) or '(default)'}: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}"
-            )
+        check_keys(vae.state_dict(), state_dict, str(path), sep=" ", error=VAEKeyError,
+                   what=f"the AutoencoderKLWan config {dict(config) or '(default)'}")
         vae.load_state_dict(state_dict, strict=True)
         return cls(vae, **kwargs)
 

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosmos_predict2.io import check_keys
+from cosmos_predict2.parallel.dtensor import full_state, like
+
 
 def power_ema_gamma(rate: float) -> float:
     """Largest real root of x^3 + 7x^2 + (16 - s^-2) x + (12 - s^-2)."""
@@ -58,21 +61,12 @@ class PowerEMA:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Whole tensors on the CPU (under FSDP2 the shadows are DTensor shards: every rank must call this)."""
-        return {name: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
-                for name, t in self.shadow.items()}  # fmt: skip
+        return full_state(self.shadow)
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "EMA state") -> None:
-        missing, unexpected = set(self.shadow) - set(state), set(state) - set(self.shadow)
-        if missing or unexpected:
-            raise KeyError(f"{source}: EMA weights do not match the trainable parameters: missing "
-                           f"{sorted(missing)[:5]} ({len(missing)}), unexpected {sorted(unexpected)[:5]}")
+        check_keys(self.shadow, state, source, what="the EMA of the trainable parameters", error=KeyError)
         for name, t in state.items():
-            shadow = self.shadow[name]
-            if hasattr(shadow, "device_mesh"):  # FSDP2: keep this rank's shard of the whole tensor
-                from torch.distributed.tensor import distribute_tensor
-
-                t = distribute_tensor(t.float().to(shadow.device), shadow.device_mesh, shadow.placements)
-            shadow.copy_(t.float() if not hasattr(t, "device_mesh") else t)
+            self.shadow[name].copy_(like(t.float(), self.shadow[name]))
 
     @contextlib.contextmanager
     def applied(self, net: nn.Module) -> Iterator[nn.Module]:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from cosmos_predict2.parallel.dtensor import global_value
+
 log = logging.getLogger(__name__)
 
 
@@ -105,11 +107,6 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, factor) -> torch.optim.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
 
 
-def _full(norm: torch.Tensor) -> torch.Tensor:
-    # Under FSDP2 the gradients are DTensor shards and so is their norm; the clip needs the global value.
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-
 @torch.no_grad()
 def clip_gradients(named_params: Sequence[tuple[str, torch.nn.Parameter]], max_norm: float) -> tuple[float, list[str]]:
     """Clip the global gradient norm to `max_norm` (<= 0: measure only).
@@ -122,14 +119,15 @@ def clip_gradients(named_params: Sequence[tuple[str, torch.nn.Parameter]], max_n
     if not named:
         return 0.0, []
     grads = [p.grad for _, p in named]
-    norm = _full(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+    # Under FSDP2 the gradients are DTensor shards and so is their norm; the clip needs the global value.
+    norm = global_value(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
     bad: list[str] = []
     if not torch.isfinite(norm):
         for name, p in named:
             if not torch.isfinite(p.grad).all():
                 bad.append(name)
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-        norm = _full(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+        norm = global_value(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
     if max_norm > 0:
         torch.nn.utils.clip_grads_with_norm_([p for _, p in named], max_norm, norm)
     return float(norm), bad

@@ -1,0 +1,151 @@
+"""The one safe loader, the one atomic writer and the one state-dict mismatch reporter.
+
+- `safe_load(path)`: `torch.load(weights_only=True, mmap=True)` on the CPU. A pickle that would run code is
+  refused; every error names the file and says what to do.
+- `atomic_write(path, write)`: write to a hidden temporary name in the same folder, fsync, rename, fsync the
+  folder. A kill at any moment leaves either the old file or the new one, never half of one. Temporary files
+  are named `.NAME.tmp-PID` so a later run can recognise (and remove) what a killed save left behind.
+- `check_keys(expected, given, source)`: missing, unexpected and wrongly shaped keys in one message.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+class CheckpointFileError(RuntimeError):
+    """A checkpoint or weights file that is missing, unsafe, truncated or not what it should be."""
+
+
+class StateDictMismatchError(CheckpointFileError):
+    """A state dict whose keys or shapes do not fit the module it is loaded into."""
+
+
+def safe_load(path: str | os.PathLike, what: str = "checkpoint", mmap: bool = True) -> Any:
+    """Load a torch file without running pickled code. Memory-mapped where the file allows it, so a 28 GB
+    checkpoint is paged in as tensors are used instead of read whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointFileError(f"{what} {path} is empty (0 bytes): an interrupted copy or save; "
+                                  "copy it again or delete it")  # fmt: skip
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointFileError(
+            f"{path} cannot be loaded safely (weights_only=True refused it: {str(e).splitlines()[0]}). "
+            "Only plain tensor dicts are accepted; re-save the file as a dict of tensors."
+        ) from e
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):  # legacy (non-zip) torch files cannot be memory-mapped
+            return safe_load(path, what, mmap=False)
+        raise CheckpointFileError(f"{what} {path} cannot be read ({_first_line(e)}): the file is truncated or "
+                                  "corrupt; copy it again or delete it") from e  # fmt: skip
+    except (EOFError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointFileError(f"{what} {path} cannot be read ({type(e).__name__}: {_first_line(e)}): the file "
+                                  "is truncated or corrupt; copy it again or delete it") from e  # fmt: skip
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def is_temporary_name(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(file)` on a temporary file, then make it `path` in one rename (see the module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:  # make the rename itself durable
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _describe(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def mismatch_report(expected: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Lines naming missing, unexpected and wrongly shaped keys ([] when `given` fits). Values are tensors or
+    shapes."""
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(v)  # noqa: E731
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong_shape = sorted(f"{k} (file {shape(given[k])}, model {shape(expected[k])})"
+                         for k in set(expected) & set(given) if shape(given[k]) != shape(expected[k]))  # fmt: skip
+    lines = []
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_describe(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
+    if wrong_shape:
+        lines.append(f"  wrong shapes ({len(wrong_shape)}): {_describe(wrong_shape)}")
+    return lines
+
+
+def check_keys(expected: Mapping[str, Any], given: Mapping[str, Any], source: str, what: str = "the network",
+               hint: str = "", error: type[Exception] = StateDictMismatchError, sep: str = "\n") -> None:
+    """Raise `error` listing every missing, unexpected and wrongly shaped key of `given` against `expected`
+    (one line per kind; `sep=" "` for a one-line message)."""
+    lines = mismatch_report(expected, given)
+    if lines:
+        parts = [f"{source} does not match {what}:", *lines, *([hint] if hint else [])]
+        raise error(sep.join(p.strip() if sep != "\n" else p for p in parts))
+
+
+__all__ = [
+    "CheckpointFileError",
+    "StateDictMismatchError",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_text",
+    "check_keys",
+    "is_temporary_name",
+    "mismatch_report",
+    "safe_load",
+    "temporary_name",
+]

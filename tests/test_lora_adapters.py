@@ -11,7 +11,6 @@ from cosmos_predict2.lora import (
     LoraSpec,
     adapter_checkpoint,
     add_lora,
-    check_flags_match,
     is_adapter_checkpoint,
     load_adapter_weights,
     lora_state_dict,
@@ -83,13 +82,13 @@ def test_adapter_file_round_trip_and_flag_checks(tmp_path):
     with torch.no_grad():
         assert torch.equal(other(x, t, ctx), net(x, t, ctx))
 
-    check_flags_match(spec, 4, 8, "mlp.layer1, q_proj", "f.pt")  # same set: fine
+    spec.check_matches("f.pt", lora_rank=4, lora_alpha=8, lora_target_modules="mlp.layer1, q_proj")  # same set: fine
     with pytest.raises(LoraConfigError, match="--lora_alpha 16 but the adapter was trained with alpha 8"):
-        check_flags_match(spec, None, 16, None, "f.pt")
+        spec.check_matches("f.pt", lora_alpha=16)
     with pytest.raises(LoraConfigError, match="--lora_rank 8"):
-        check_flags_match(spec, 8, None, None, "f.pt")
+        spec.check_matches("f.pt", lora_rank=8)
     with pytest.raises(LoraConfigError, match="--lora_target_modules"):
-        check_flags_match(spec, None, None, "q_proj", "f.pt")
+        spec.check_matches("f.pt", lora_target_modules="q_proj")
 
 
 def test_targets_matching_nothing_fail_before_any_work():

@@ -11,19 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cosmos_predict2.lora import (
-    LoraConfigError,
-    LoraSpec,
-    add_lora,
-    check_flags_match,
-    is_adapter_checkpoint,
-    load_adapter_weights,
-    set_lora_scale,
-    split_adapter_checkpoint,
-)
-from cosmos_predict2.lora.adapters import infer_spec_from_weights, merge_lora_, split_reference_lora_checkpoint
+from cosmos_predict2.io import safe_load
+from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, is_adapter_checkpoint
+from cosmos_predict2.lora.adapters import add_lora, load_adapter_weights, merge_lora_, set_lora_scale
+from cosmos_predict2.lora.files import has_reference_lora, infer_spec_from_weights, split_reference_lora_checkpoint
 from cosmos_predict2.networks import CheckpointMismatchError, build_net, load_dit_weights
-from cosmos_predict2.networks.weights import IGNORED_PREFIXES, assign_state_dict, torch_load_safe
+from cosmos_predict2.networks.weights import IGNORED_PREFIXES, assign_state_dict
 
 
 @dataclass
@@ -37,6 +30,10 @@ class LoraFlags:
     base_dit_path: str | None = None
     merge: bool = True  # fold the adapters into the base weights: base-model speed at inference
 
+    def spec_flags(self) -> dict:
+        """The flags that must equal the adapter file's values, by LoRA config key."""
+        return {"lora_rank": self.rank, "lora_alpha": self.alpha, "lora_target_modules": self.target_modules}
+
 
 @dataclass
 class LoadedNet:
@@ -49,14 +46,10 @@ def _peek(path: Path) -> Mapping | None:
     """The checkpoint dict when `path` is a .pt/.pth file (memory-mapped: reading it again later is cheap)."""
     if path.suffix not in (".pt", ".pth"):
         return None
-    state = torch_load_safe(path)
+    state = safe_load(path)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     return state if isinstance(state, Mapping) else None
-
-
-def _has_reference_lora(state: Mapping) -> bool:
-    return any(isinstance(k, str) and ".lora_A." in k for k in state)
 
 
 def _meta_net(model_size: str, net_config: Mapping | None) -> nn.Module:
@@ -76,7 +69,7 @@ def load_base_net(
             "or pass --dit_path"
         )
     state = _peek(path)
-    if state is not None and (is_adapter_checkpoint(state) or _has_reference_lora(state)):
+    if state is not None and (is_adapter_checkpoint(state) or has_reference_lora(state)):
         raise LoraConfigError(
             f"{path} is a LoRA checkpoint: run examples/video2world_lora.py --use_lora --dit_path {path} "
             "(its rank, alpha and targets are read from the file)"
@@ -113,8 +106,9 @@ def load_lora_net(
     source = str(path)
 
     if is_adapter_checkpoint(state):
-        spec, base, weights = split_adapter_checkpoint(state, use_ema=True)
-        check_flags_match(spec, flags.rank, flags.alpha, flags.target_modules, source)
+        adapter = AdapterFile.from_state(state, source)
+        spec, base, weights = adapter.spec, adapter.base, adapter.inference_weights(use_ema=True)
+        spec.check_matches(source, **flags.spec_flags())
         recorded_size = base.get("model_size")
         if model_size and recorded_size and model_size != recorded_size:
             raise LoraConfigError(
@@ -136,12 +130,12 @@ def load_lora_net(
                f"targets {','.join(spec.target_modules)}, scale {flags.scale})"
         return LoadedNet(net, desc, spec)
 
-    if _has_reference_lora(state):
+    if has_reference_lora(state):
         base_sd, lora_sd = split_reference_lora_checkpoint(state)
         # Reference files may carry RoPE tables and accumulators; they are recomputed, never loaded.
         base_sd = {k: v for k, v in base_sd.items() if not k.startswith(IGNORED_PREFIXES)}
         spec = infer_spec_from_weights(lora_sd, flags.alpha)
-        check_flags_match(spec, flags.rank, None, flags.target_modules, source)
+        spec.check_matches(source, **{**flags.spec_flags(), "lora_alpha": None})
         net = assign_state_dict(_meta_net(model_size or "2B", net_config), base_sd, source, dtype=dtype)
         net = _finish_lora(net, spec, lora_sd, source, flags, device, dtype)
         desc = f"reference LoRA checkpoint {source} (rank {spec.rank}, alpha {spec.alpha} from --lora_alpha, " \

@@ -1,29 +1,44 @@
-"""LoRA adapters through PEFT, with self-describing adapter files."""
+"""LoRA: the spec (PEFT-free), the adapter files (PEFT-free) and the PEFT-backed network capability.
 
-from cosmos_predict2.lora.adapters import (
-    DEFAULT_TARGET_MODULES,
-    LoraConfigError,
-    LoraSpec,
+Importing this package imports neither PEFT nor the network: the PEFT-backed names (`add_lora`, ...) are loaded
+on first use, so configs and `--dryrun` checks stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cosmos_predict2.lora.files import (
+    AdapterFile,
     adapter_checkpoint,
-    add_lora,
-    check_flags_match,
+    file_sha256,
     is_adapter_checkpoint,
-    load_adapter_weights,
-    lora_state_dict,
-    set_lora_scale,
+    read_adapter_file,
     split_adapter_checkpoint,
 )
+from cosmos_predict2.lora.spec import DEFAULT_TARGET_MODULES, VALID_TARGETS, LoraConfigError, LoraSpec
+
+_PEFT_BACKED = ("add_lora", "has_lora", "load_adapter_weights", "lora_state_dict", "matching_modules", "merge_lora_",
+                "set_lora_scale")  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PEFT_BACKED:
+        return getattr(importlib.import_module("cosmos_predict2.lora.adapters"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
+    "VALID_TARGETS",
+    "AdapterFile",
     "LoraConfigError",
     "LoraSpec",
-    "add_lora",
     "adapter_checkpoint",
-    "check_flags_match",
+    "file_sha256",
     "is_adapter_checkpoint",
-    "load_adapter_weights",
-    "lora_state_dict",
-    "set_lora_scale",
+    "read_adapter_file",
     "split_adapter_checkpoint",
+    *_PEFT_BACKED,
 ]

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from cosmos_predict2.lora.adapters import LoraSpec, is_adapter_checkpoint, split_adapter_checkpoint
-from cosmos_predict2.networks.weights import to_diffusers_name, torch_load_safe
+from cosmos_predict2.lora.files import read_adapter_file
+from cosmos_predict2.lora.spec import LoraSpec
+from cosmos_predict2.networks.weights import to_diffusers_name
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 PEFT_WEIGHT_NAME = "adapter_model.safetensors"
@@ -32,23 +32,14 @@ LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_ba
 
 def read_adapter(path: str | os.PathLike, use_ema: bool = True) -> tuple[LoraSpec, dict, dict[str, torch.Tensor]]:
     """(spec, base info, {"<module>.lora_A.weight": tensor}) with PEFT's adapter name removed."""
-    state = torch_load_safe(path)
-    if not isinstance(state, Mapping) or not is_adapter_checkpoint(state):
-        raise ValueError(
-            f"{path} is not an adapter checkpoint of this toolkit (no 'lora_config'); reference LoRA checkpoints "
-            "hold the whole network: load them with examples/video2world_lora.py"
-        )
-    spec, base, weights = split_adapter_checkpoint(state, use_ema=use_ema)
+    adapter = read_adapter_file(path)
+    weights = adapter.inference_weights(use_ema)
     plain = {k.replace(".default.weight", ".weight"): v.detach().float().contiguous() for k, v in weights.items()}
-    return spec, base, plain
+    return adapter.spec, adapter.base, plain
 
 
 def _peft_config(spec: LoraSpec, target_modules: list[str]) -> dict:
-    from peft import LoraConfig
-
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=target_modules, lora_dropout=0.0,
-                        bias="none", init_lora_weights=True)
-    d = config.to_dict()
+    d = spec.to_peft(target_modules).to_dict()
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in d.items()}
 
 

@@ -1,18 +1,21 @@
 """Group `model`: the Video2World model at each size (package _global_, as in the reference: a model entry may
-also set trainer/model_parallel values)."""
+also set trainer/model_parallel values). The target is named by its path, so composing a config imports neither
+the training model nor the network."""
 
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
 from cosmos_predict2.configs.lazy import L
-from cosmos_predict2.training.model import DEFAULT_DIT_PATHS, Video2WorldModel, model_config_dict
+from cosmos_predict2.configs.model_config import DEFAULT_DIT_PATHS, model_config_dict
+
+VIDEO2WORLD_MODEL = "cosmos_predict2.training.model.Video2WorldModel"
 
 
 def _model(**config) -> dict:
     return dict(
         trainer=dict(distributed_parallelism="fsdp"),
-        model=L(Video2WorldModel)(config=model_config_dict(**config)),
+        model=L(VIDEO2WORLD_MODEL)(config=model_config_dict(**config)),
     )
 
 

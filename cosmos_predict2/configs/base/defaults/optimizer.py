@@ -5,9 +5,11 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from cosmos_predict2.configs.lazy import L
-from cosmos_predict2.training.optim import build_optimizer
 
-FUSEDADAMW = L(build_optimizer)(lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-8, fused=None)
+# Named by path: composing a config does not import the training package.
+FUSEDADAMW = L("cosmos_predict2.training.optim.build_optimizer")(
+    lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-8, fused=None
+)
 
 
 def register_optimizer() -> None:

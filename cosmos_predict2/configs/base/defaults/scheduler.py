@@ -5,9 +5,9 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from cosmos_predict2.configs.lazy import L
-from cosmos_predict2.training.optim import ConstantScheduler, LambdaLinearScheduler
 
-LAMBDALINEAR = L(LambdaLinearScheduler)(
+# Named by path: composing a config does not import the training package.
+LAMBDALINEAR = L("cosmos_predict2.training.optim.LambdaLinearScheduler")(
     warm_up_steps=[1000],
     cycle_lengths=[10_000_000_000_000],
     f_start=[1.0e-6],
@@ -15,7 +15,7 @@ LAMBDALINEAR = L(LambdaLinearScheduler)(
     f_min=[1.0],
     verbosity_interval=0,
 )
-CONSTANT = L(ConstantScheduler)()
+CONSTANT = L("cosmos_predict2.training.optim.ConstantScheduler")()
 
 
 def register_scheduler() -> None:

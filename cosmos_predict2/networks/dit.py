@@ -11,6 +11,8 @@ sinusoid, the RoPE angles, RMSNorm statistics and the q/k normalisation + rotati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,18 @@ from cosmos_predict2.networks.attention import attention
 from cosmos_predict2.networks.fused import maybe_fused
 
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+
+
+class FrameSplit(Protocol):
+    """What context parallelism plugs into the network (cosmos_predict2.parallel.context_parallel)."""
+
+    def split(self, *tensors_B_T: torch.Tensor | None) -> tuple[int, list[torch.Tensor | None]]:
+        """(offset of this rank's first frame, this rank's frames of each [B, T, ...] tensor)."""
+        ...
+
+    def gather(self, out_B_C_t_H_W: torch.Tensor) -> torch.Tensor:
+        """Every rank's frames back together along dim 2."""
+        ...
 
 
 class RMSNorm(nn.Module):
@@ -225,8 +239,9 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(head_dim, eps=1e-6)
         self.v_proj = nn.Linear(context_dim, inner_dim, bias=False)
         self.output_proj = nn.Linear(inner_dim, query_dim, bias=False)
-        # Set by cosmos_predict2.parallel for context parallelism (Ulysses all-to-all around the kernel).
-        self.cp_group = None
+        # The attention kernel call, q/k/v [B, L, heads, head_dim] -> same shape. A seam for parallelism applied
+        # from outside: context parallelism replaces it on self-attention with an all-to-all version.
+        self.attention_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = attention
 
     def forward(
         self,
@@ -245,12 +260,7 @@ class Attention(nn.Module):
         else:
             q = rms_norm(q, self.q_norm.weight, self.q_norm.eps)
             k = rms_norm(k, self.k_norm.weight, self.k_norm.eps)
-        if self.is_selfattn and self.cp_group is not None:
-            from cosmos_predict2.parallel.context_parallel import ulysses_attention
-
-            out_B_L_H_D = ulysses_attention(q, k, v, self.cp_group)
-        else:
-            out_B_L_H_D = attention(q, k, v)
+        out_B_L_H_D = self.attention_fn(q, k, v)
         return self.output_proj(out_B_L_H_D.reshape(B, L, -1))
 
 
@@ -446,8 +456,9 @@ class MiniTrainDIT(nn.Module):
             model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels, use_adaln_lora,
             adaln_lora_dim,
         )
-        # Context parallelism: set by cosmos_predict2.parallel (this rank's share of the latent frames).
-        self.cp_group = None
+        # A seam for context parallelism applied from outside (cosmos_predict2.parallel): None, or an object that
+        # keeps this rank's share of the latent frames after the embeddings and gathers the output.
+        self.frame_split: FrameSplit | None = None
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -526,12 +537,9 @@ class MiniTrainDIT(nn.Module):
             emb_B_T_D = self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype)))
 
         t_offset = 0
-        if self.cp_group is not None:  # this rank keeps its T/cp frames (context parallelism, SPEC 10)
-            from cosmos_predict2.parallel.context_parallel import local_frame_offset, split_frames
-
-            t_offset = local_frame_offset(T, self.cp_group)
-            x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D = split_frames(
-                self.cp_group, x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D
+        if self.frame_split is not None:  # this rank keeps its share of the frames (context parallelism, SPEC 10)
+            t_offset, (x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D) = self.frame_split.split(
+                x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D
             )
             T = x_B_T_H_W_D.shape[1]
         rope = self.pos_embedder(T, H, W, x_B_T_H_W_D.device, t_offset=t_offset)
@@ -546,10 +554,8 @@ class MiniTrainDIT(nn.Module):
                 x = self._run_block(block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D)
         y_B_T_S_F = self.final_layer(x, emb_B_T_D, adaln_lora_B_T_3D)
         out_B_C_T_H_W = self.unpatchify(y_B_T_S_F, T, H, W)
-        if self.cp_group is not None:
-            from cosmos_predict2.parallel.context_parallel import gather_frames
-
-            out_B_C_T_H_W = gather_frames(out_B_C_T_H_W, self.cp_group)
+        if self.frame_split is not None:
+            out_B_C_T_H_W = self.frame_split.gather(out_B_C_T_H_W)
         return out_B_C_T_H_W
 
 

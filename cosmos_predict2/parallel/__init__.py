@@ -1,49 +1,63 @@
-"""Distributed training and inference: process setup, FSDP2 sharding and context parallelism (SPEC section 10).
+"""Processes, devices and parallelism (SPEC section 10), applied to a plain network from outside.
 
-One process needs none of this. Under `torchrun`, `init_distributed()` joins the process group (NCCL on GPUs,
-gloo on CPUs) and `parallelize_net()` shards the trainable network with FSDP2 (`fully_shard` per block, mesh
-(replicate, shard)) and/or splits the latent frames across context-parallel groups of consecutive ranks.
+`init_distributed()` is the one process setup for training, inference, T5 and the VAE: one process gets rank 0 of
+1 and its device; under `torchrun` it joins the process group (NCCL on GPUs, gloo on CPUs). `parallelize_net()`
+plugs context parallelism into the network's two seams (`frame_split`, `attention_fn`: the network itself knows no
+process group) over groups of consecutive ranks, then shards the trainable network with FSDP2 (`fully_shard` per
+block, mesh (replicate, shard)).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-_CP_SIZE = 1
-
 
 @dataclass
-class DistInfo:
+class ProcessInfo:
+    """This process's place in the job (one process: rank 0 of 1) and the device it computes on."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: str = "cpu"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join the torchrun process group (idempotent); one GPU per process by LOCAL_RANK.
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The one device resolver. None / "auto": this process's GPU (LOCAL_RANK) when CUDA is available, else the
+    CPU; "cuda" means this process's GPU; anything else as given."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None or str(device) == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
 
-    device: "cuda", "cpu", or None / "auto" (cuda when available). The process group follows it: NCCL for GPUs,
-    gloo for CPUs, so `--device cpu` under torchrun also works on a machine that has GPUs.
+
+def init_distributed(device: str | torch.device | None = None) -> ProcessInfo:
+    """Join the torchrun process group when there is one (idempotent) and pick this process's device.
+
+    The process group follows the device: NCCL for GPUs, gloo for CPUs, so `--device cpu` under torchrun also
+    works on a machine that has GPUs. One process (no WORLD_SIZE) needs no process group.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device in (None, "auto"):
-        use_cuda = torch.cuda.is_available()
-    else:
-        use_cuda = torch.device(device).type == "cuda"
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved.index if resolved.index is not None else local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    device = f"cuda:{local_rank}" if use_cuda else "cpu"
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    rank = dist.get_rank() if world > 1 and dist.is_initialized() else 0
+    return ProcessInfo(rank=rank, world_size=world, local_rank=local_rank, device=resolved)
 
 
 def world_size() -> int:
@@ -66,9 +80,9 @@ def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def dp_rank_and_size(context_parallel_size: int | None = None) -> tuple[int, int]:
+def dp_rank_and_size(context_parallel_size: int = 1) -> tuple[int, int]:
     """Data-parallel rank and size: CP groups are consecutive ranks that read the same sample."""
-    cp = context_parallel_size or _CP_SIZE
+    cp = max(int(context_parallel_size), 1)
     if world_size() == 1:
         return 0, 1
     return dist.get_rank() // cp, world_size() // cp
@@ -86,14 +100,6 @@ def context_parallel_group(context_parallel_size: int):
         if rank in ranks:
             mine = group
     return mine
-
-
-def enable_context_parallel(net: nn.Module, group) -> nn.Module:
-    net.cp_group = group
-    for module in net.modules():
-        if hasattr(module, "is_selfattn") and module.is_selfattn:
-            module.cp_group = group
-    return net
 
 
 def _fsdp_mesh(fsdp_shard_size: int):
@@ -127,26 +133,27 @@ def apply_fsdp(net: nn.Module, fsdp_shard_size: int) -> nn.Module:
 def parallelize_net(net: nn.Module, fsdp_shard_size: int = 0, context_parallel_size: int = 1) -> nn.Module:
     """Context parallelism over groups of `context_parallel_size` consecutive ranks, then FSDP2 over all ranks
     when anything is trainable (a frozen inference network is replicated). A no-op for one process."""
-    global _CP_SIZE
     if world_size() == 1:
         if context_parallel_size > 1:
             raise ValueError(f"context_parallel_size={context_parallel_size} needs that many processes (torchrun)")
         return net
-    _CP_SIZE = context_parallel_size
     if context_parallel_size > 1:
-        enable_context_parallel(net, context_parallel_group(context_parallel_size))
+        from cosmos_predict2.parallel.context_parallel import apply_context_parallel
+
+        apply_context_parallel(net, context_parallel_group(context_parallel_size))
     if any(p.requires_grad for p in net.parameters()):
         apply_fsdp(net, fsdp_shard_size)
     return net
 
 
 __all__ = [
-    "DistInfo",
+    "ProcessInfo",
     "all_reduce_mean_",
     "barrier",
     "dp_rank_and_size",
     "init_distributed",
     "is_main_process",
     "parallelize_net",
+    "resolve_device",
     "world_size",
 ]

@@ -104,3 +104,36 @@ def _heads_to_seq(x_B_L_h_D: torch.Tensor, group) -> torch.Tensor:
 def ulysses_attention(q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor, group):
     q, k, v = (_seq_to_heads(t, group) for t in (q_B_l_H_D, k_B_l_H_D, v_B_l_H_D))
     return _heads_to_seq(attention(q, k, v), group)
+
+
+class UlyssesAttention:
+    """The attention call of one self-attention layer under context parallelism (`Attention.attention_fn`)."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+
+    def __call__(self, q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor) -> torch.Tensor:
+        return ulysses_attention(q_B_l_H_D, k_B_l_H_D, v_B_l_H_D, self.group)
+
+
+class ContextParallelFrames:
+    """The network's frame split (`MiniTrainDIT.frame_split`): this rank's contiguous T/cp frames after the
+    embeddings, and the all-gather of the output."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+
+    def split(self, *tensors_B_T: torch.Tensor | None) -> tuple[int, list[torch.Tensor | None]]:
+        return local_frame_offset(tensors_B_T[0].shape[1], self.group), split_frames(self.group, *tensors_B_T)
+
+    def gather(self, out_B_C_t_H_W: torch.Tensor) -> torch.Tensor:
+        return gather_frames(out_B_C_t_H_W, self.group)
+
+
+def apply_context_parallel(net: torch.nn.Module, group) -> torch.nn.Module:
+    """Plug context parallelism into a plain network through its two seams (see the module docstring)."""
+    net.frame_split = ContextParallelFrames(group)
+    for module in net.modules():
+        if getattr(module, "is_selfattn", False):
+            module.attention_fn = UlyssesAttention(group)
+    return net

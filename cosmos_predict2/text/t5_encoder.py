@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cosmos_predict2.parallel import resolve_device
 from cosmos_predict2.text.embeddings import MAX_TEXT_TOKENS
 
 DEFAULT_T5_PATH = "checkpoints/google-t5/t5-11b"
@@ -30,10 +31,6 @@ def check_t5_folder(t5_path: str | os.PathLike) -> Path:
             f"{folder} has no config.json: it is not a transformers T5 checkpoint folder. Put google-t5/t5-11b there."
         )
     return folder
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 class T5TextEncoder:
@@ -60,7 +57,7 @@ class T5TextEncoder:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"T5 dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         folder = check_t5_folder(t5_path)
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.max_length = max_length
         self.offload_after_use = offload_after_use

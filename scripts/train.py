@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=8 -m scripts.train --config=cosmos_predict2/configs/base/config.py -- \
         experiment=predict2_video2world_lora_training_2b_cosmos_nemo_assets [key.path=value ...]
     python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- experiment=NAME    (one process)
-    python -m scripts.train --config=... --dryrun -- experiment=NAME    (print the resolved config and exit)
+    python -m scripts.train --config=... --dryrun -- experiment=NAME    (config + parameter counts, reads no weight)
 
 Rerunning the same command resumes from JOB/checkpoints/latest_checkpoint.txt.
 """
@@ -17,7 +17,9 @@ import sys
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="config file, e.g. cosmos_predict2/configs/base/config.py")
-    parser.add_argument("--dryrun", action="store_true", help="print the resolved config and the parameter counts")
+    parser.add_argument("--dryrun", action="store_true",
+                        help="print the resolved config and the parameter counts of the network with its LoRA "
+                             "adapters (built on the meta device: no weight is read, nothing is allocated), then exit")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="Hydra overrides after `--`: experiment=NAME k=v")
     args = parser.parse_args(argv)
     args.opts = [o for o in args.opts if o != "--"]
@@ -35,13 +37,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dryrun:
         print(to_yaml(cfg))
-        from cosmos_predict2.training.model import parse_model_config
-
-        parse_model_config(cfg.model.config)  # validate the model fields without building anything
-        return 0
+        return dryrun(cfg)
     from cosmos_predict2.training.trainer import train
 
     train(cfg)
+    return 0
+
+
+def dryrun(cfg) -> int:
+    """Build the network on the meta device, apply LoRA, print the guide's parameter lines; no weight is read."""
+    from cosmos_predict2.configs.lazy import instantiate
+    from cosmos_predict2.lora import LoraConfigError
+
+    try:
+        model = instantiate(cfg.model)  # validates model.config
+        lines = model.parameter_report()  # fails on LoRA targets that match nothing
+    except (LoraConfigError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -1,14 +1,16 @@
-"""Checkpoints in the guide's layout (SPEC section 8), written atomically.
+"""Checkpoints in the guide's layout (docs/reference.md §8): one file per stateful part and iteration.
 
-    JOB/checkpoints/model/iter_000000400.pt       LoRA: adapters (+ EMA) + lora_config; full: net.* (+ net_ema.*)
-    JOB/checkpoints/optim/iter_000000400.pt       optimizer state
+    JOB/checkpoints/model/iter_000000400.pt       what the training model says its file holds (Video2WorldModel)
+    JOB/checkpoints/optim/iter_000000400.pt       optimizer state (whole tensors, also under FSDP2)
     JOB/checkpoints/scheduler/iter_000000400.pt   LambdaLR state
-    JOB/checkpoints/trainer/iter_000000400.pt     {"iteration", "rng", "data", ...}
+    JOB/checkpoints/trainer/iter_000000400.pt     {"iteration", "rng", ...}
     JOB/checkpoints/latest_checkpoint.txt         "iter_000000400.pt"
 
-Every file is written to a temporary name in its folder, fsynced and renamed; `latest_checkpoint.txt` is
-replaced last. A kill at any moment therefore leaves latest_checkpoint.txt naming a complete set of files
-(the previous one, or the new one). Every load uses `torch.load(weights_only=True)`.
+The checkpointer knows nothing of LoRA or FSDP: it saves and loads *parts*, objects with
+`state_dict(is_main) -> dict | None` (every rank calls it; only the main rank's dict is written) and
+`load_state_dict(state, source)`. Every file is written atomically (cosmos_predict2.io) and
+`latest_checkpoint.txt` is replaced last, so a kill at any moment leaves it naming a complete set. Every load goes
+through the one safe loader (`weights_only=True`, memory-mapped).
 """
 
 from __future__ import annotations
@@ -16,19 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from cosmos_predict2.lora import (
-    LoraConfigError,
-    adapter_checkpoint,
-    is_adapter_checkpoint,
-    load_adapter_weights,
-    split_adapter_checkpoint,
-)
+from cosmos_predict2.io import CheckpointFileError, atomic_torch_save, atomic_write_text, safe_load
+from cosmos_predict2.parallel.dtensor import is_sharded
 
 log = logging.getLogger(__name__)
 
@@ -36,39 +34,124 @@ PARTS = ("model", "optim", "scheduler", "trainer")
 LATEST = "latest_checkpoint.txt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CheckpointFileError):
     """A checkpoint that cannot be resumed from (missing part, different LoRA config, different base)."""
+
+
+class Part(Protocol):
+    def state_dict(self, is_main: bool) -> dict | None: ...
+
+    def load_state_dict(self, state: Mapping, source: str) -> None: ...
 
 
 def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:09d}.pt"
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class Checkpointer:
+    """Saves and restores the parts of a run under `JOB/checkpoints`."""
+
+    def __init__(self, job_dir: str | os.PathLike, save_iter: int, is_main: bool = True) -> None:
+        self.dir = Path(job_dir) / "checkpoints"
+        self.save_iter = int(save_iter)
+        self.is_main = is_main
+
+    def path(self, part: str, iteration: int) -> Path:
+        return self.dir / part / checkpoint_name(iteration)
+
+    def latest_iteration(self) -> int | None:
+        latest = self.dir / LATEST
+        if not latest.is_file():
+            return None
+        name = latest.read_text(encoding="utf-8").strip()
+        if not (name.startswith("iter_") and name.endswith(".pt") and name[5:-3].isdigit()):
+            raise CheckpointError(f"{latest}: unexpected content {name!r} (expected e.g. iter_000001000.pt)")
+        return int(name[len("iter_"):-len(".pt")])
+
+    def save(self, iteration: int, parts: Mapping[str, Part]) -> Path:
+        """Every rank calls this (sharded state is gathered); only the main rank writes."""
+        states = {name: parts[name].state_dict(self.is_main) for name in PARTS}
+        if self.is_main:
+            for name in PARTS:
+                atomic_torch_save(states[name], self.path(name, iteration))
+            atomic_write_text(self.dir / LATEST, checkpoint_name(iteration) + "\n")
+            log.info(f"Saved checkpoint {checkpoint_name(iteration)} to {self.dir}")
+        return self.path("model", iteration)
+
+    def load(self, iteration: int, parts: Mapping[str, Part]) -> None:
+        """Restore every part saved at `iteration`."""
+        for name in PARTS:
+            path = self.path(name, iteration)
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint file missing: {path}")
+            parts[name].load_state_dict(safe_load(path, what=f"{name} checkpoint"), str(path))
+        log.info(f"Resumed from {self.dir / checkpoint_name(iteration)} (iteration {iteration})")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+# --- the parts of a training run -------------------------------------------------------------------------------
+
+
+class ModelPart:
+    """The training model's own file (`Video2WorldModel.model_file_state`)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def state_dict(self, is_main: bool) -> dict | None:
+        return self.model.model_file_state(is_main)
+
+    def load_state_dict(self, state: Mapping, source: str) -> None:
+        self.model.load_model_file_state(state, source)
+
+
+class OptimizerPart:
+    """Optimizer state with whole tensors (gathered to the main rank under FSDP2, re-sharded on load)."""
+
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.net, self.optimizer = net, optimizer
+
+    def state_dict(self, is_main: bool) -> dict | None:
+        if not is_sharded(self.net):
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        # cpu_offload with full_state_dict keeps the gathered tensors on rank 0 only.
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.net, self.optimizer, options=options)
+
+    def load_state_dict(self, state: Mapping, source: str) -> None:
+        if not is_sharded(self.net):
+            self.optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.net, self.optimizer, dict(state), options=StateDictOptions(full_state_dict=True))
+
+
+class SchedulerPart:
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def state_dict(self, is_main: bool) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: Mapping, source: str) -> None:
+        self.scheduler.load_state_dict(dict(state))
+
+
+class TrainerStatePart:
+    """Iteration, counters and every RNG state. `values` is the trainer's dict, updated in place on load."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+
+    def state_dict(self, is_main: bool) -> dict:
+        return _to_plain({**self.values, "rng": rng_state()})
+
+    def load_state_dict(self, state: Mapping, source: str) -> None:
+        state = dict(state)
+        set_rng_state(state.pop("rng"))
+        self.values.update(state)
 
 
 def rng_state() -> dict:
@@ -99,147 +182,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _load(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file missing: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-class Checkpointer:
-    """Saves and restores model/optimizer/scheduler/trainer state under `JOB/checkpoints`."""
-
-    def __init__(self, job_dir: str | os.PathLike, save_iter: int, is_main: bool = True) -> None:
-        self.dir = Path(job_dir) / "checkpoints"
-        self.save_iter = int(save_iter)
-        self.is_main = is_main
-
-    def path(self, part: str, iteration: int) -> Path:
-        return self.dir / part / checkpoint_name(iteration)
-
-    def latest_iteration(self) -> int | None:
-        latest = self.dir / LATEST
-        if not latest.is_file():
-            return None
-        name = latest.read_text(encoding="utf-8").strip()
-        if not (name.startswith("iter_") and name.endswith(".pt")):
-            raise CheckpointError(f"{latest}: unexpected content {name!r} (expected e.g. iter_000001000.pt)")
-        return int(name[len("iter_"):-len(".pt")])
-
-    # --- save ----------------------------------------------------------------------------------------------
-
-    def model_state(self, model) -> dict:
-        """LoRA: the self-describing adapter file; full: `net.*` (+ `net_ema.*`), the reference layout."""
-        weights = model.trainable_state_dict()
-        ema = model.ema.state_dict() if model.ema is not None else None
-        if model.is_lora:
-            return adapter_checkpoint(weights, model.lora_spec, model.base_info(), ema)
-        state = {"net." + k: v for k, v in weights.items()}
-        if ema is not None:
-            state.update({"net_ema." + k: v for k, v in ema.items()})
-        return state
-
-    def save(self, model, optimizer, scheduler, trainer_state: dict, iteration: int) -> Path:
-        # Every rank must take part in gathering sharded state; only the main rank writes.
-        model_state = self.model_state(model)
-        optim_state = optimizer_state_dict(model, optimizer)
-        if self.is_main:
-            atomic_torch_save(model_state, self.path("model", iteration))
-            atomic_torch_save(optim_state, self.path("optim", iteration))
-            atomic_torch_save(scheduler.state_dict(), self.path("scheduler", iteration))
-            atomic_torch_save(
-                _to_plain({**trainer_state, "iteration": iteration, "rng": rng_state()}),
-                self.path("trainer", iteration),
-            )
-            atomic_write_text(self.dir / LATEST, checkpoint_name(iteration) + "\n")
-            log.info(f"Saved checkpoint {checkpoint_name(iteration)} to {self.dir}")
-        return self.path("model", iteration)
-
-    # --- load ----------------------------------------------------------------------------------------------
-
-    def load(self, model, optimizer, scheduler, iteration: int) -> dict:
-        """Restore everything saved at `iteration`; returns the trainer state dict."""
-        model_path = self.path("model", iteration)
-        self.load_model(model, _load(model_path), str(model_path))
-        load_optimizer_state_dict(model, optimizer, _load(self.path("optim", iteration)))
-        scheduler.load_state_dict(_load(self.path("scheduler", iteration)))
-        trainer_state = _load(self.path("trainer", iteration))
-        set_rng_state(trainer_state["rng"])
-        log.info(f"Resumed from {self.dir / checkpoint_name(iteration)} (iteration {iteration})")
-        return trainer_state
-
-    @staticmethod
-    def load_model(model, state: dict, source: str) -> None:
-        if model.is_lora:
-            if not is_adapter_checkpoint(state):
-                raise CheckpointError(f"{source} is not a LoRA adapter checkpoint, but this run trains LoRA")
-            spec, base, weights = split_adapter_checkpoint(state, use_ema=False)
-            ours = model.lora_spec
-            if (spec.rank, float(spec.alpha), sorted(spec.target_modules)) != (
-                ours.rank, float(ours.alpha), sorted(ours.target_modules)
-            ):
-                raise LoraConfigError(
-                    f"{source} was trained with rank={spec.rank}, alpha={spec.alpha}, targets={spec.target_modules}"
-                    f" but the config says rank={ours.rank}, alpha={ours.alpha}, targets={ours.target_modules}; "
-                    "resume with the same model.config.lora_* values or use a new job name"
-                )
-            _check_base(model, base, source)
-            load_adapter_weights(model.net, weights, source)
-            ema_weights = {k[len("net_ema."):]: v for k, v in state.items() if k.startswith("net_ema.")}
-        else:
-            if is_adapter_checkpoint(state):
-                raise CheckpointError(f"{source} is a LoRA adapter checkpoint, but this run is full fine-tuning")
-            from cosmos_predict2.networks.weights import extract_prefixed
-
-            net_weights = extract_prefixed(state, "net.")
-            if _is_sharded(model.net):
-                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-                set_model_state_dict(model.net, net_weights, options=StateDictOptions(full_state_dict=True))
-            else:
-                model.net.load_state_dict(net_weights, strict=True)
-            ema_weights = extract_prefixed(state, "net_ema.")
-        if model.ema is not None:
-            if not ema_weights:
-                raise CheckpointError(f"{source} has no EMA weights but model.config.pipe_config.ema.enabled is true")
-            model.ema.load_state_dict(ema_weights, source)
-
-
-def _check_base(model, base: dict, source: str) -> None:
-    """The adapters only make sense on the base they were trained on."""
-    ours = model.config
-    if base.get("model_size") not in (None, ours.model_size):
-        raise CheckpointError(f"{source} was trained on model_size {base.get('model_size')}, config says "
-                              f"{ours.model_size}")  # fmt: skip
-    recorded = base.get("sha256")
-    if recorded and ours.hash_base_checkpoint and ours.dit_path:
-        current = model.base_info()["sha256"]
-        if current and current != recorded:
-            raise CheckpointError(
-                f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
-                f"model.config.dit_path={ours.dit_path} has sha256 {current[:12]}...; resume with the same base"
-            )
-
-
-def _is_sharded(net) -> bool:
-    return any(hasattr(p, "full_tensor") for p in net.parameters())
-
-
-def optimizer_state_dict(model, optimizer) -> dict:
-    if _is_sharded(model.net):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(model.net, optimizer, options=StateDictOptions(full_state_dict=True,
-                                                                                        cpu_offload=True))
-    return optimizer.state_dict()
-
-
-def load_optimizer_state_dict(model, optimizer, state: dict) -> None:
-    if _is_sharded(model.net):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model.net, optimizer, state, options=StateDictOptions(full_state_dict=True))
-        return
-    optimizer.load_state_dict(state)
-
-
-__all__ = ["CheckpointError", "Checkpointer", "atomic_torch_save", "atomic_write_text", "checkpoint_name"]
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "ModelPart",
+    "OptimizerPart",
+    "SchedulerPart",
+    "TrainerStatePart",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "checkpoint_name",
+]

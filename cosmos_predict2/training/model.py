@@ -12,130 +12,39 @@ Precision policy:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cosmos_predict2.configs.model_config import (
+    DEFAULT_DIT_PATHS,
+    EMAConfig,
+    PipeConfig,
+    Video2WorldModelConfig,
+    model_config_dict,
+    parse_model_config,
+)
 from cosmos_predict2.diffusion.rectified_flow import (
-    SIGMA_CONDITIONAL,
     SigmaSampler,
     Video2WorldCondition,
     conditioning_mask,
     video2world_loss,
 )
-from cosmos_predict2.lora import DEFAULT_TARGET_MODULES, LoraConfigError, LoraSpec, add_lora
-from cosmos_predict2.lora.adapters import file_sha256
+from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, add_lora, file_sha256, load_adapter_weights
 from cosmos_predict2.networks import build_net, count_parameters, load_dit_weights, net_config
+from cosmos_predict2.parallel.dtensor import full_state, is_sharded
 from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
 
-TRAIN_ARCHITECTURES = ("lora", "full", "base")
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-TOKENIZER_TYPES = ("wan2.1", "tiny_random")
-RANDOM_INITS = ("random", "scratch")
-
-DEFAULT_DIT_PATHS = {
-    "2B": "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/model-720p-16fps.pt",
-    "14B": "checkpoints/nvidia/Cosmos-Predict2-14B-Video2World/model-720p-16fps.pt",
-}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-@dataclass
-class EMAConfig:
-    enabled: bool = True
-    rate: float = 0.1  # power-EMA s (SPEC 6)
-
-
-@dataclass
-class PipeConfig:
-    """The guide's `pipe_config` block. Only `ema` matters for training; the prompt refiner and guardrail are
-    inference-time components, accepted here so the guide's experiment dicts load unchanged."""
-
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    prompt_refiner_config: dict = field(default_factory=lambda: {"enabled": False})
-    guardrail_config: dict = field(default_factory=lambda: {"enabled": False})
-
-
-@dataclass
-class Video2WorldModelConfig:
-    """`model.config` of the training config. Names follow the reference where it has one."""
-
-    model_size: str = "2B"  # a named size of cosmos_predict2.networks ("2B", "14B", "tiny")
-    net: dict = field(default_factory=dict)  # constructor overrides, e.g. {"crossattn_emb_channels": 64}
-    dit_path: str = DEFAULT_DIT_PATHS["2B"]  # base weights (.pt or diffusers); "" = random init (see random_init)
-    random_init: str = "random"  # for dit_path "": "random" (all weights random) or "scratch" (identity blocks)
-    tokenizer_type: str = "wan2.1"  # "wan2.1" (tokenizer_path) or "tiny_random" (small random VAE, tests/demo)
-    tokenizer_path: str = "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
-    text_encoder_path: str = ""  # never loaded for training: the dataset carries T5 embeddings (SPEC 12)
-    train_architecture: str = "full"  # "lora", or "full"/"base" = full fine-tuning
-    lora_rank: int = 16
-    lora_alpha: float = 16
-    lora_target_modules: str = DEFAULT_TARGET_MODULES
-    init_lora_weights: bool = True
-    pipe_config: PipeConfig = field(default_factory=PipeConfig)
-    # SPEC 2: training noise levels
-    p_mean: float = 0.0
-    p_std: float = 1.0
-    video_noise_multiplier: bool = True  # sigma *= sqrt(T_latent)
-    high_sigma_ratio: float = 0.05
-    high_sigma_min: float = 200.0
-    high_sigma_max: float = 1e5
-    # SPEC 2: conditioning latent frames
-    min_num_conditional_frames: int = 1
-    max_num_conditional_frames: int = 2
-    sigma_conditional: float = SIGMA_CONDITIONAL
-    text_dropout_rate: float = 0.2  # probability of zeroing a sample's whole text embedding
-    loss_scale: float = 10.0
-    precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
-    activation_checkpointing: str = "selective"  # "none", "full", "selective"
-    fsdp_shard_size: int = 1  # ranks per FSDP shard group (reference: 8 for 2B, 32 for 14B)
-    hash_base_checkpoint: bool = True  # record/verify sha256 of dit_path in LoRA checkpoints
-
-
-def model_config_dict(**overrides: Any) -> dict:
-    """The default model config as a plain dict (for the Hydra tree), with overrides merged in."""
-    base = asdict(Video2WorldModelConfig())
-    unknown = sorted(set(overrides) - set(base))
-    if unknown:
-        raise KeyError(f"unknown model config fields {unknown}")
-    base.update(overrides)
-    return base
-
-
-def parse_model_config(config: Any) -> Video2WorldModelConfig:
-    """Dict (or DictConfig) -> validated dataclass; errors name the `model.config.*` key."""
-    from cosmos_predict2.configs.lazy import _to_container
-
-    d = dict(_to_container(config))
-    unknown = sorted(set(d) - {f for f in Video2WorldModelConfig.__dataclass_fields__})
-    if unknown:
-        raise ValueError(f"unknown model.config fields {unknown}")
-    pipe = dict(d.get("pipe_config") or {})
-    ema = EMAConfig(**dict(pipe.get("ema") or {}))
-    pipe_cfg = PipeConfig(ema=ema, **{k: v for k, v in pipe.items() if k != "ema"})
-    cfg = Video2WorldModelConfig(**{**d, "pipe_config": pipe_cfg})
-
-    def check(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ValueError(f"model.config.{key}={getattr(cfg, key)!r}: {msg}")
-
-    check(cfg.train_architecture in TRAIN_ARCHITECTURES, "train_architecture", f"choose one of {TRAIN_ARCHITECTURES}")
-    check(cfg.precision in PRECISIONS, "precision", f"choose one of {sorted(PRECISIONS)}")
-    check(cfg.tokenizer_type in TOKENIZER_TYPES, "tokenizer_type", f"choose one of {TOKENIZER_TYPES}")
-    check(cfg.random_init in RANDOM_INITS, "random_init", f"choose one of {RANDOM_INITS}")
-    check(cfg.activation_checkpointing in ("none", "full", "selective"), "activation_checkpointing",
-          "choose none, full or selective")  # fmt: skip
-    check(0 <= cfg.text_dropout_rate <= 1, "text_dropout_rate", "must lie in [0, 1]")
-    check(0 <= cfg.high_sigma_ratio <= 1, "high_sigma_ratio", "must lie in [0, 1]")
-    check(1 <= cfg.min_num_conditional_frames <= cfg.max_num_conditional_frames, "min_num_conditional_frames",
-          f"need 1 <= min <= max_num_conditional_frames ({cfg.max_num_conditional_frames})")  # fmt: skip
-    check(cfg.sigma_conditional > 0, "sigma_conditional", "must be positive (reference: 1e-4)")
-    check(cfg.lora_rank > 0, "lora_rank", "must be positive")
-    return cfg
+class ModelFileError(RuntimeError):
+    """A model checkpoint that does not belong to this run (other architecture, LoRA config or base)."""
 
 
 def _step_generator(device: torch.device, seed: int, rank: int, iteration: int) -> torch.Generator:
@@ -167,16 +76,15 @@ class Video2WorldModel(nn.Module):
 
     @property
     def is_lora(self) -> bool:
-        return self.config.train_architecture == "lora"
+        return self.config.is_lora
 
     @property
     def lora_spec(self) -> LoraSpec:
-        c = self.config
-        return LoraSpec(c.lora_rank, c.lora_alpha, c.lora_target_modules, c.init_lora_weights)
+        return self.config.lora_spec()
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return PRECISIONS[self.config.precision]
+        return DTYPES[self.config.precision]
 
     def net_kwargs(self) -> dict:
         kwargs = net_config(self.config.model_size, **dict(self.config.net))
@@ -198,14 +106,33 @@ class Video2WorldModel(nn.Module):
                                   f"{self.config.train_architecture!r}")
         return total, trainable
 
+    def parameter_report(self) -> list[str]:
+        """The guide's "Adding LoRA adapters" and "Total parameters" lines, from the meta-device network (so
+        `--dryrun` prints them without reading a weight). Counts are per copy of the network: the reference's
+        lines also count its EMA copy, which doubles them (docs/guide.md)."""
+        total, trainable = self.check_trainable()
+        lines = [f"Adding LoRA adapters: {self.lora_spec.describe()}"] if self.is_lora else []
+        size = f"{total / 1e9:.2f}B" if total >= 10**7 else f"{total / 1e6:.2f}M"
+        lines.append(f"Total parameters: {size}, Frozen parameters: {total - trainable:,}, "
+                     f"Trainable parameters: {trainable:,}")  # fmt: skip
+        return lines
+
     def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0) -> None:
         self.device, self.seed, self.rank = torch.device(device), seed, rank
-        c = self.config
-        total, trainable = self.check_trainable()  # fail fast, before reading weights or touching the GPU
+        report = self.parameter_report()  # fail fast, before reading weights or touching the GPU
+        for line in report[:-1]:
+            log.info(line)
+        net = self._load_base(self._meta_net())
+        net.requires_grad_(True)
         if self.is_lora:
-            log.info(f"Adding LoRA adapters: rank={c.lora_rank}, alpha={c.lora_alpha}, "
-                     f"targets={self.lora_spec.target_modules}")  # fmt: skip
-        net = self._meta_net()
+            torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
+            add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
+        self.net = net
+        log.info(report[-1])
+
+    def _load_base(self, net: nn.Module) -> nn.Module:
+        """Base weights from dit_path (assigned into the meta network: one copy), or a seeded initialisation."""
+        c = self.config
         # LoRA: the frozen base lives in the compute dtype. Full: fp32 master weights, compute under autocast.
         base_dtype = self.compute_dtype if self.is_lora else torch.float32
         if c.dit_path:
@@ -215,28 +142,17 @@ class Video2WorldModel(nn.Module):
                     "(see the setup guide) or pass model.config.dit_path=<file> ('' trains from random weights)"
                 )
             log.info(f"Loading base weights from {c.dit_path}")
-            net = load_dit_weights(net, c.dit_path, dtype=base_dtype)
-        else:
-            from cosmos_predict2.networks.weights import initialize_weights, randomize_
+            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(self.device)
+        from cosmos_predict2.networks.weights import initialize_weights, randomize_
 
-            log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {seed})")
-            if self.device.type == "cuda" and c.random_init == "random":
-                # 2B/14B random weights (benchmarks): draw on the GPU; a CPU draw of 14e9 numbers takes minutes.
-                net = _randomize_on_device_(net.to_empty(device=self.device), seed)
-            else:
-                net = net.to_empty(device="cpu")
-                (randomize_ if c.random_init == "random" else initialize_weights)(net, seed)
-            net = net.to(base_dtype)
-        net = net.to(self.device)
-        net.requires_grad_(True)
-        if self.is_lora:
-            torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
-            add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
-        self.net = net
-        frozen = total - trainable
-        size = f"{total / 1e9:.2f}B" if total >= 10**7 else f"{total / 1e6:.2f}M"
-        log.info(f"Total parameters: {size}, Frozen parameters: {frozen:,}, "
-                 f"Trainable parameters: {trainable:,}")  # fmt: skip
+        log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {self.seed})")
+        if self.device.type == "cuda" and c.random_init == "random":
+            # 2B/14B random weights (benchmarks): draw on the GPU; a CPU draw of 14e9 numbers takes minutes.
+            net = _randomize_on_device_(net.to_empty(device=self.device), self.seed)
+        else:
+            net = net.to_empty(device="cpu")
+            (randomize_ if c.random_init == "random" else initialize_weights)(net, self.seed)
+        return net.to(base_dtype).to(self.device)
 
     def init_ema(self) -> None:
         """Create the EMA of the trainable weights. Called after parallelisation, so the shadows have the same
@@ -320,14 +236,80 @@ class Video2WorldModel(nn.Module):
             )
         return loss, {"sigma": sigma_B.detach(), "num_conditional_frames": n_cond_B.detach()}
 
-    # --- state ---------------------------------------------------------------------------------------------
+    # --- the model file (JOB/checkpoints/model/iter_*.pt) ------------------------------------------------
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """LoRA: the adapters; full: the whole network (fp32)."""
+    def model_file_state(self, is_main: bool = True) -> dict | None:
+        """What this run's model file holds. LoRA: our self-describing adapter file (adapters + EMA + base
+        identity); full fine-tuning: `net.*` (+ `net_ema.*`), the reference layout. Every rank must call this
+        (sharded tensors are gathered); only `is_main` gets the dict, the others None."""
         from cosmos_predict2.lora import lora_state_dict
 
-        sd = lora_state_dict(self.net) if self.is_lora else self.net.state_dict()
-        return {k: _full_tensor(v) for k, v in sd.items()}
+        weights = full_state(lora_state_dict(self.net) if self.is_lora else self.net.state_dict(), keep=is_main)
+        ema = full_state(self.ema.shadow, keep=is_main) if self.ema is not None else None
+        if not is_main:
+            return None
+        if self.is_lora:
+            return AdapterFile(self.lora_spec, self.base_info(), weights, ema).to_state()
+        state = {"net." + k: v for k, v in weights.items()}
+        state.update({"net_ema." + k: v for k, v in (ema or {}).items()})
+        return state
+
+    def load_model_file_state(self, state: Mapping, source: str) -> None:
+        """Restore the trained weights (and EMA) from a model file written by `model_file_state`; refuses a file
+        of another architecture, LoRA config or base model."""
+        from cosmos_predict2.lora import is_adapter_checkpoint
+
+        if self.is_lora != is_adapter_checkpoint(state):
+            kind = "a LoRA adapter checkpoint" if not self.is_lora else "not a LoRA adapter checkpoint"
+            run = "LoRA" if self.is_lora else "full fine-tuning"
+            raise ModelFileError(f"{source} is {kind}, but this run trains {run}")
+        if self.is_lora:
+            adapter = AdapterFile.from_state(state, source)
+            self._check_adapter_belongs(adapter, source)
+            load_adapter_weights(self.net, adapter.weights, source)
+            ema_weights = adapter.ema or {}
+        else:
+            from cosmos_predict2.networks.weights import extract_prefixed
+
+            _load_full_net(self.net, extract_prefixed(state, "net."))
+            ema_weights = extract_prefixed(state, "net_ema.")
+        if self.ema is not None:
+            if not ema_weights:
+                raise ModelFileError(f"{source} has no EMA weights but model.config.pipe_config.ema.enabled is true")
+            self.ema.load_state_dict(ema_weights, source)
+
+    def _check_adapter_belongs(self, adapter: AdapterFile, source: str) -> None:
+        """Resuming needs the same LoRA config and the same base: the adapters only make sense on it."""
+        ours, theirs = self.lora_spec, adapter.spec
+        if (theirs.rank, float(theirs.alpha), sorted(theirs.target_modules)) != (
+            ours.rank, float(ours.alpha), sorted(ours.target_modules)
+        ):
+            raise LoraConfigError(
+                f"{source} was trained with rank={theirs.rank}, alpha={theirs.alpha}, targets={theirs.target_modules}"
+                f" but the config says rank={ours.rank}, alpha={ours.alpha}, targets={ours.target_modules}; "
+                "resume with the same model.config.lora_* values or use a new job name"
+            )
+        c, base = self.config, adapter.base
+        if base.get("model_size") not in (None, c.model_size):
+            raise ModelFileError(f"{source} was trained on model_size {base.get('model_size')}, config says "
+                                 f"{c.model_size}")  # fmt: skip
+        recorded = base.get("sha256")
+        if recorded and c.hash_base_checkpoint and c.dit_path:
+            current = self.base_info()["sha256"]
+            if current and current != recorded:
+                raise ModelFileError(
+                    f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
+                    f"model.config.dit_path={c.dit_path} has sha256 {current[:12]}...; resume with the same base"
+                )
+
+
+def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    if is_sharded(net):  # FSDP2: each rank keeps its shard of the whole tensors
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(net, weights, options=StateDictOptions(full_state_dict=True))
+    else:
+        net.load_state_dict(weights, strict=True)
 
 
 @torch.no_grad()
@@ -343,13 +325,10 @@ def _randomize_on_device_(net: nn.Module, seed: int) -> nn.Module:
     return net
 
 
-def _full_tensor(t: torch.Tensor) -> torch.Tensor:
-    # FSDP2 parameters are DTensor shards; checkpoints hold whole tensors.
-    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
-
-
 __all__ = [
+    "DEFAULT_DIT_PATHS",
     "EMAConfig",
+    "ModelFileError",
     "PipeConfig",
     "Video2WorldModel",
     "Video2WorldModelConfig",

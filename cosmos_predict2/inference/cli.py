@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from cosmos_predict2.inference.defaults import (
     DEFAULT_NEGATIVE_PROMPT,
     DEFAULT_T5_PATH,
     FRAMES_PER_FPS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
     check_num_frames,
     default_dit_path,
     default_num_frames,
@@ -28,9 +29,10 @@ from cosmos_predict2.inference.defaults import (
     video_size_hw,
 )
 from cosmos_predict2.inference.model_loading import LoadedNet, LoraFlags, load_base_net, load_lora_net
-from cosmos_predict2.inference.pipeline import EMPTY_NEGATIVE_PROMPT_NOTE, GenerationTimings, Video2WorldPipeline
+from cosmos_predict2.inference.pipeline import Deferred, GenerationTimings, Video2WorldPipeline
 from cosmos_predict2.inference.safety import check_safety_models
 from cosmos_predict2.networks import attention_backend_for
+from cosmos_predict2.parallel import ProcessInfo, init_distributed, parallelize_net, resolve_device
 
 MODEL_SIZE_CHOICES = ("2B", "14B", "tiny")  # tiny: the small test/demo network (needs --size and tiny T5/VAE)
 
@@ -112,6 +114,19 @@ class Job:
     output_path: str
 
 
+@dataclass
+class Request:
+    """Everything a run needs, checked before any model is loaded."""
+
+    jobs: list[Job]
+    size_hw: tuple[int, int]
+    num_frames: int
+    model_size: str
+    use_lora: bool
+    prompt_embedding: torch.Tensor | None
+    negative_embedding: torch.Tensor | None
+
+
 def _jobs(args: argparse.Namespace) -> list[Job]:
     if args.batch_input_json:
         path = Path(args.batch_input_json)
@@ -136,30 +151,63 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     return [Job(args.input_path, args.prompt, args.save_path)]
 
 
-def _setup_distributed(num_gpus: int, device: str | None = None):
-    if num_gpus <= 1:
-        return None
-    try:
-        from cosmos_predict2.parallel import init_distributed, parallelize_net  # noqa: F401
-    except ImportError as e:
-        raise RuntimeError(
-            f"--num_gpus {num_gpus}: context-parallel inference needs cosmos_predict2.parallel (init_distributed, "
-            f"parallelize_net), which is not available in this install ({e}); run with --num_gpus 1"
-        ) from e
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != num_gpus:
-        raise RuntimeError(
-            f"--num_gpus {num_gpus} but WORLD_SIZE={world}: launch with torchrun --nproc_per_node={num_gpus}"
+def check_input_path(path: str, flag: str) -> None:
+    p = Path(path)
+    if p.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+        raise InferenceInputError(
+            f"{flag} {p}: unsupported input type {p.suffix or '(no extension)'!r}; use an image "
+            f"({', '.join(IMAGE_EXTENSIONS)}) or a video ({', '.join(VIDEO_EXTENSIONS)})"
         )
-    return init_distributed(device)
+    if not p.is_file():
+        raise InferenceInputError(f"{flag} {p}: file not found")
 
 
-def _device(args: argparse.Namespace) -> torch.device:
-    if args.device:
-        return torch.device(args.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+def check_output_path(path: str, flag: str) -> None:
+    """An .mp4 path whose folder exists or can be made, checked before a generation that it would lose."""
+    p = Path(path)
+    if p.suffix.lower() != ".mp4":
+        raise InferenceInputError(f"{flag} {p}: the output is an H.264 video, name it with the .mp4 extension")
+    if p.is_dir():
+        raise InferenceInputError(f"{flag} {p}: is a folder; give a file name such as {p / 'video.mp4'}")
+    existing = next(q for q in [p.parent, *p.parent.parents] if q.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise InferenceInputError(f"{flag} {p}: cannot write under {existing}; choose another folder")
+
+
+def _check_file(path: str | None, flag: str) -> None:
+    if path and not Path(path).exists():
+        raise InferenceInputError(f"{flag} {path}: not found")
+
+
+def check_request(args: argparse.Namespace, lora: bool) -> Request:
+    """Every flag and path, before any model is loaded: a typo must not cost a model load or a generation."""
+    use_lora = lora and args.use_lora
+    for flag in ("lora_rank", "lora_alpha", "lora_target_modules", "base_dit_path"):
+        if not use_lora and getattr(args, flag, None) is not None:
+            raise InferenceInputError(f"--{flag} only applies with --use_lora")
+    check_safety_models(args.disable_guardrail, args.disable_prompt_refiner)
+    if args.num_steps < 1:
+        raise InferenceInputError(f"--num_steps must be at least 1, got {args.num_steps}")
+    size_hw = parse_size(args.size) if args.size else video_size_hw(args.resolution, args.aspect_ratio)
+    num_frames = args.num_frames or default_num_frames(args.fps)
+    check_num_frames(num_frames, args.num_conditional_frames)
+    if args.model_size == "tiny" and not (args.dit_path and args.tokenizer_path and args.size):
+        raise InferenceInputError("--model_size tiny needs --dit_path, --tokenizer_path and --size")
+    if args.batch_input_json and args.prompt_embedding:
+        raise InferenceInputError("--prompt_embedding applies to a single --prompt, not to --batch_input_json")
+    if use_lora and not args.dit_path:
+        raise InferenceInputError("--use_lora needs --dit_path: the LoRA checkpoint (model/iter_XXXXXXXXX.pt)")
+    jobs = _jobs(args)
+    flag = "--batch_input_json entry" if args.batch_input_json else None
+    for job in jobs:
+        check_input_path(job.input_path, flag or "--input_path")
+        check_output_path(job.output_path, flag or "--save_path")
+    for path, name in ((args.dit_path, "--dit_path"), (args.tokenizer_path, "--tokenizer_path"),
+                       (getattr(args, "base_dit_path", None), "--base_dit_path")):  # fmt: skip
+        _check_file(path, name)
+    return Request(jobs, size_hw, num_frames, args.model_size or "2B", use_lora,
+                   _load_embedding(args.prompt_embedding) if args.prompt_embedding else None,
+                   _load_embedding(args.negative_prompt_embedding) if args.negative_prompt_embedding else None)
 
 
 def _load_embedding(path: str) -> torch.Tensor:
@@ -169,142 +217,111 @@ def _load_embedding(path: str) -> torch.Tensor:
     return emb_L_D[None]
 
 
-def _crossattn_width(net) -> int | None:
-    """Width the DiT's cross-attention expects (the T5 width), read from the first block's k projection."""
-    k_proj = net.blocks[0].cross_attn.k_proj
-    base = getattr(k_proj, "base_layer", k_proj)  # PEFT wraps adapted layers
-    return getattr(base, "in_features", None)
+def _process(args: argparse.Namespace) -> ProcessInfo:
+    if args.num_gpus <= 1:
+        return ProcessInfo(device=resolve_device(args.device))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != args.num_gpus:
+        raise RuntimeError(
+            f"--num_gpus {args.num_gpus} but WORLD_SIZE={world}: launch with torchrun --nproc_per_node={args.num_gpus}"
+        )
+    return init_distributed(args.device)
+
+
+def _load_net(args: argparse.Namespace, request: Request, device: torch.device, log) -> torch.nn.Module:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the DiT runs in bf16 on GPU
+    if request.use_lora:
+        flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
+                          args.base_dit_path, merge=not args.no_merge_lora)  # fmt: skip
+        loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
+    else:
+        dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps)
+        loaded = load_base_net(dit_path, request.model_size, device, dtype)
+    log(f"loaded {loaded.description}")
+    if args.num_gpus > 1:
+        loaded.net = parallelize_net(loaded.net, fsdp_shard_size=1, context_parallel_size=args.num_gpus)
+    return loaded.net
+
+
+def build_pipeline(args: argparse.Namespace, request: Request, device: torch.device, log) -> Video2WorldPipeline:
+    """The pipeline with its three models deferred: T5 runs (and is freed) before the DiT and VAE are loaded."""
+    from cosmos_predict2.text import T5TextEncoder
+    from cosmos_predict2.tokenizers import WanVAETokenizer
+
+    t5_dtype = torch.bfloat16 if args.downcast_text_encoder else torch.float32
+    tokenizer_path = args.tokenizer_path or default_tokenizer_path(request.model_size)
+    return Video2WorldPipeline(
+        net=Deferred(lambda: _load_net(args, request, device, log)),
+        tokenizer=Deferred(lambda: WanVAETokenizer.from_pretrained(tokenizer_path, device=device)),
+        text_encoder=Deferred(lambda: T5TextEncoder(args.t5_path, dtype=t5_dtype, device=device,
+                                                    offload_after_use=args.offload_text_encoder)),
+        device=device, offload_tokenizer=args.offload_tokenizer, batched_guidance=not args.sequential_guidance,
+        keep_text_encoder=False, log=log,
+    )  # fmt: skip
+
+
+def _texts_to_encode(args: argparse.Namespace, request: Request) -> list[str]:
+    prompts = [] if request.prompt_embedding is not None else [job.prompt for job in request.jobs]
+    if args.guidance != 0 and request.negative_embedding is None and args.negative_prompt.strip():
+        prompts.append(args.negative_prompt)
+    return prompts
 
 
 def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
-    """Run generation; returns the written video paths (rank 0). Raises on bad input (see `run`)."""
+    """Parse -> check every input -> build the pipeline -> generate each job -> save (rank 0). Returns the written
+    video paths; raises on bad input (see `run`)."""
     args = build_parser(lora).parse_args(argv)
     log = print
-    use_lora = lora and args.use_lora
-    if not lora or not use_lora:
-        for flag in ("lora_rank", "lora_alpha", "lora_target_modules", "base_dit_path"):
-            if getattr(args, flag, None) is not None:
-                raise InferenceInputError(f"--{flag} only applies with --use_lora")
-
-    # Cheap checks first: a wrong flag must not cost a model load.
-    check_safety_models(args.disable_guardrail, args.disable_prompt_refiner)
-    if args.num_steps < 1:
-        raise InferenceInputError(f"--num_steps must be at least 1, got {args.num_steps}")
-    size_hw = parse_size(args.size) if args.size else video_size_hw(args.resolution, args.aspect_ratio)
-    num_frames = args.num_frames or default_num_frames(args.fps)
-    check_num_frames(num_frames, args.num_conditional_frames)
-    if args.model_size == "tiny" and not (args.dit_path and args.tokenizer_path and args.size):
-        raise InferenceInputError("--model_size tiny needs --dit_path, --tokenizer_path and --size")
-    jobs = _jobs(args)
-    dist_info = _setup_distributed(args.num_gpus, args.device)
-    rank = int(os.environ.get("RANK", "0"))
-
-    device = _device(args)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the DiT runs in bf16 on GPU
-    model_size = args.model_size or "2B"
-
-    # 1. Text: encode every prompt first, then free T5, so T5 and the DiT never occupy the GPU together.
-    t0 = time.perf_counter()
-    if args.batch_input_json and args.prompt_embedding:
-        raise InferenceInputError("--prompt_embedding applies to a single --prompt, not to --batch_input_json")
-    negative_emb = _load_embedding(args.negative_prompt_embedding) if args.negative_prompt_embedding else None
-    need_negative_text = args.guidance != 0 and negative_emb is None and bool(args.negative_prompt.strip())
-    need_prompt_text = args.prompt_embedding is None
-    encoder = None
-    if need_prompt_text or need_negative_text:
-        from cosmos_predict2.text import T5TextEncoder
-
-        encoder = T5TextEncoder(
-            args.t5_path,
-            dtype=torch.bfloat16 if args.downcast_text_encoder else torch.float32,
-            device=device,
-            offload_after_use=args.offload_text_encoder,
-        )
-    prompt_embs: list[torch.Tensor] = []
-    for job in jobs:
-        if args.prompt_embedding:
-            prompt_embs.append(_load_embedding(args.prompt_embedding))
-        else:
-            prompt_embs.append(encoder.encode([job.prompt])[0].float().cpu())
-    if need_negative_text:
-        negative_emb = encoder.encode([args.negative_prompt])[0].float().cpu()
-    del encoder
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    text_s = time.perf_counter() - t0
-
-    # 2. Models.
-    if use_lora:
-        flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
-                          args.base_dit_path, merge=not args.no_merge_lora)
-        if not args.dit_path:
-            raise InferenceInputError("--use_lora needs --dit_path: the LoRA checkpoint (model/iter_XXXXXXXXX.pt)")
-        loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
-    else:
-        dit_path = args.dit_path or default_dit_path(model_size, args.resolution, args.fps)
-        loaded = load_base_net(dit_path, model_size, device, dtype)
-    log(f"loaded {loaded.description}")
-    net = loaded.net
-    emb_dim = _crossattn_width(net)
-    for emb in [*prompt_embs, *([negative_emb] if negative_emb is not None else [])]:
-        if emb_dim is not None and emb.shape[-1] != emb_dim:
-            raise InferenceInputError(
-                f"text embeddings are {emb.shape[-1]}-wide but the DiT expects {emb_dim} (T5-11B gives 1024): "
-                "check --t5_path / --prompt_embedding against --model_size"
-            )
-    if dist_info is not None:
-        from cosmos_predict2.parallel import parallelize_net
-
-        net = parallelize_net(net, fsdp_shard_size=1, context_parallel_size=args.num_gpus)
-
-    from cosmos_predict2.tokenizers import WanVAETokenizer
-
-    tokenizer_path = args.tokenizer_path or default_tokenizer_path(model_size)
-    tokenizer = WanVAETokenizer.from_pretrained(tokenizer_path, device=device)
-    pipe = Video2WorldPipeline(net, tokenizer, device=device, offload_tokenizer=args.offload_tokenizer,
-                               batched_guidance=not args.sequential_guidance, log=log)
-    if args.guidance != 0 and negative_emb is None:
-        negative_emb = torch.zeros_like(prompt_embs[0])
-        log(f"note: {EMPTY_NEGATIVE_PROMPT_NOTE}")
-
-    # 3. Generate.
+    request = check_request(args, lora)
+    proc = _process(args)
+    pipe = build_pipeline(args, request, proc.device, log)
+    text_s = pipe.encode_prompts(_texts_to_encode(args, request))  # T5 loaded, used and freed here
     written: list[Path] = []
-    for i, (job, emb) in enumerate(zip(jobs, prompt_embs)):
+    for i, job in enumerate(request.jobs):
         kwargs = dict(
-            input_path=job.input_path, size_hw=size_hw, num_frames=num_frames, prompt_embedding_1_L_D=emb,
-            negative_embedding_1_L_D=negative_emb, num_conditional_frames=args.num_conditional_frames,
+            input_path=job.input_path, size_hw=request.size_hw, num_frames=request.num_frames, prompt=job.prompt,
+            prompt_embedding_1_L_D=request.prompt_embedding, negative_prompt=args.negative_prompt,
+            negative_embedding_1_L_D=request.negative_embedding, num_conditional_frames=args.num_conditional_frames,
             guidance=args.guidance, seed=args.seed, num_steps=args.num_steps,
-        )
+        )  # fmt: skip
         if args.benchmark and i == 0:
-            log("benchmark: warm-up generation")
-            pipe.generate(**kwargs)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            _warm_up(pipe, kwargs, proc.device, log)
         timings = GenerationTimings(text_s=text_s if i == 0 else 0.0)
         video_3_T_H_W = pipe.generate(**kwargs, timings=timings)
-        if rank == 0:
-            out = save_video(job.output_path, video_3_T_H_W, fps=args.fps)
-            written.append(out)
-            log(f"saved {out} ({num_frames} frames, {size_hw[1]}x{size_hw[0]}, {args.fps} fps); "
-                f"sampling {timings.sample_s:.2f} s, {timings.net_forwards} net forwards")
+        if proc.is_main:
+            written.append(save_video(job.output_path, video_3_T_H_W, fps=args.fps))
+            log(f"saved {written[-1]} ({request.num_frames} frames, {request.size_hw[1]}x{request.size_hw[0]}, "
+                f"{args.fps} fps); sampling {timings.sample_s:.2f} s, {timings.net_forwards} net forwards")
         if args.benchmark and i == 0:
-            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-            log(f"benchmark: {timings.encode_s + timings.sample_s + timings.decode_s:.2f} s per video "
-                f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {args.num_steps} "
-                f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
-                f"{attention_backend_for(device, dtype)}")
+            _report_benchmark(timings, args.num_steps, proc.device, log)
     return written
+
+
+def _warm_up(pipe: Video2WorldPipeline, kwargs: dict, device: torch.device, log) -> None:
+    log("benchmark: warm-up generation")
+    pipe.generate(**kwargs)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _report_benchmark(timings: GenerationTimings, num_steps: int, device: torch.device, log) -> None:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    log(f"benchmark: {timings.encode_s + timings.sample_s + timings.decode_s:.2f} s per video "
+        f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {num_steps} "
+        f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
+        f"{attention_backend_for(device, dtype)}")
 
 
 def run(lora: bool = False, argv: Sequence[str] | None = None) -> int:
     """Entry point: known input problems print one clear line instead of a traceback."""
     from cosmos_predict2.data.video import VideoReadError
     from cosmos_predict2.inference.safety import SafetyModelUnavailableError
+    from cosmos_predict2.io import CheckpointFileError
     from cosmos_predict2.lora import LoraConfigError
-    from cosmos_predict2.networks import CheckpointMismatchError
     from cosmos_predict2.text import EmbeddingFileError
 
-    known = (InferenceInputError, FileNotFoundError, CheckpointMismatchError, LoraConfigError, VideoReadError,
+    known = (InferenceInputError, FileNotFoundError, CheckpointFileError, LoraConfigError, VideoReadError,
              EmbeddingFileError, SafetyModelUnavailableError, ValueError, RuntimeError)
     try:
         main(argv, lora=lora)

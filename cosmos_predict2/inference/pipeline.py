@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,18 @@ EMPTY_NEGATIVE_PROMPT_NOTE = (
     "condition the model learned from text dropout in training), so guidance pushes away from an unprompted "
     "generation instead of being silently disabled as in the reference. Pass --guidance 0 to turn guidance off."
 )
+
+
+class Deferred:
+    """A component the pipeline loads on first use (`Deferred(load_fn)`), so the CLI can hand over the DiT, the
+    VAE and T5 before loading any of them and the pipeline decides when each is resident."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.load = load
+
+
+def _resolve(component: Any) -> Any:
+    return component.load() if isinstance(component, Deferred) else component
 
 
 @dataclass
@@ -48,9 +61,11 @@ def _sync(device: torch.device) -> None:
 class Video2WorldPipeline:
     """Generate a video from a conditioning image/video and a prompt.
 
-    net: the DiT (any dtype; bf16 on GPU), already on `device`.
-    tokenizer: a WanVAETokenizer (encode uint8 video -> normalised latents, decode -> [-1, 1]).
-    text_encoder: a T5TextEncoder, or None when only precomputed embeddings are used.
+    net: the DiT (any dtype; bf16 on GPU) on `device`, or `Deferred(load)`.
+    tokenizer: a WanVAETokenizer (encode uint8 video -> normalised latents, decode -> [-1, 1]), or `Deferred(load)`.
+    text_encoder: a T5TextEncoder, `Deferred(load)`, or None when only precomputed embeddings are used. It is
+        loaded when prompts are encoded and freed afterwards (`keep_text_encoder=False`), so T5 and the DiT are
+        never resident together unless asked: call `encode_prompts` for every prompt before the first generation.
     offload_tokenizer: keep the VAE on the CPU except while it encodes/decodes (saves its memory during sampling).
     batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory.
     share_guidance_input: in a batched guidance call, compute the network's text-independent first layers once
@@ -59,45 +74,84 @@ class Video2WorldPipeline:
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | Deferred,
         tokenizer,
         text_encoder=None,
         device: torch.device | str | None = None,
         offload_tokenizer: bool = False,
         batched_guidance: bool = True,
         share_guidance_input: bool = True,
+        keep_text_encoder: bool = True,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.net = net
-        self.tokenizer = tokenizer
-        self.text_encoder = text_encoder
+        self._net, self._tokenizer, self.text_encoder = net, tokenizer, text_encoder
+        if device is None and isinstance(net, Deferred):
+            raise ValueError("Video2WorldPipeline: pass device= with a deferred network")
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.offload_tokenizer = offload_tokenizer
         self.batched_guidance = batched_guidance
         self.share_guidance_input = share_guidance_input
+        self.keep_text_encoder = keep_text_encoder
         self.log = log
         self._embedding_cache: dict[str, torch.Tensor] = {}
-        if offload_tokenizer:
-            self.tokenizer.vae.to("cpu")
+        if offload_tokenizer and not isinstance(tokenizer, Deferred):
+            tokenizer.vae.to("cpu")
+
+    @property
+    def net(self) -> nn.Module:
+        self._net = _resolve(self._net)
+        return self._net
+
+    @property
+    def tokenizer(self):
+        if isinstance(self._tokenizer, Deferred):
+            self._tokenizer = _resolve(self._tokenizer)
+            if self.offload_tokenizer:
+                self._tokenizer.vae.to("cpu")
+        return self._tokenizer
 
     # --- text --------------------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """emb_1_512_D (float32, on device); cached per prompt so the negative prompt is encoded once."""
-        if prompt not in self._embedding_cache:
+    def encode_prompts(self, prompts: list[str]) -> float:
+        """Encode (and cache, on the CPU) every prompt not yet cached, loading T5 for it and freeing it after
+        unless keep_text_encoder. Returns the seconds spent."""
+        t0 = time.perf_counter()
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._embedding_cache]
+        if todo:
             if self.text_encoder is None:
                 raise ValueError(
                     "no text encoder is loaded: pass --t5_path (or precomputed embeddings via --prompt_embedding)"
                 )
-            emb_1_L_D, _ = self.text_encoder.encode([prompt])
-            self._embedding_cache[prompt] = emb_1_L_D.float().to(self.device)
-        return self._embedding_cache[prompt]
+            self.text_encoder = _resolve(self.text_encoder)
+            for prompt in todo:
+                emb_1_L_D, _ = self.text_encoder.encode([prompt])
+                self._embedding_cache[prompt] = emb_1_L_D.float().cpu()
+            if not self.keep_text_encoder:
+                self.text_encoder = None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return time.perf_counter() - t0
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """emb_1_512_D (float32, on device); cached per prompt so the negative prompt is encoded once."""
+        self.encode_prompts([prompt])
+        return self._embedding_cache[prompt].to(self.device)
 
     def negative_embedding(self, negative_prompt: str | None, like_1_L_D: torch.Tensor) -> torch.Tensor:
+        """The one rule for an empty negative prompt: the zero text embedding (with a note)."""
         if negative_prompt is None or not negative_prompt.strip():
             self.log(f"note: {EMPTY_NEGATIVE_PROMPT_NOTE}")
             return torch.zeros_like(like_1_L_D)
         return self.encode_prompt(negative_prompt)
+
+    def _check_text_width(self, emb_1_L_D: torch.Tensor) -> None:
+        k_proj = self.net.blocks[0].cross_attn.k_proj
+        width = getattr(getattr(k_proj, "base_layer", k_proj), "in_features", None)  # PEFT wraps adapted layers
+        if width is not None and emb_1_L_D.shape[-1] != width:
+            raise ValueError(
+                f"text embeddings are {emb_1_L_D.shape[-1]}-wide but the DiT expects {width} (T5-11B gives 1024): "
+                "check --t5_path / --prompt_embedding against --model_size"
+            )
 
     # --- VAE ---------------------------------------------------------------------------------------------
 
@@ -140,7 +194,10 @@ class Video2WorldPipeline:
         if guidance != 0:
             uncond_emb = negative_embedding_1_L_D.float().to(self.device) if negative_embedding_1_L_D is not None \
                 else self.negative_embedding(negative_prompt, cond_emb)
-        timings.text_s = time.perf_counter() - t0
+        timings.text_s += time.perf_counter() - t0
+        for emb in (cond_emb, uncond_emb):
+            if emb is not None:
+                self._check_text_width(emb)
 
         t0 = time.perf_counter()
         frames_3_n_H_W, is_image = load_conditioning_frames(input_path, num_conditional_frames, size_hw)

@@ -144,6 +144,16 @@ def test_cache_from_in_memory_vae_is_stale_for_a_tokenizer_file(cached, tmp_path
         CachedLatentDataset(cached, 17, (32, 48), tokenizer_path=weights)
 
 
+def test_absent_tokenizer_file_warns_instead_of_failing(cached, tok, tmp_path):
+    from cosmos_predict2.data.latent_cache import LatentCacheWarning
+
+    weights = _fake_tokenizer_file(tmp_path / "tokenizer.pth")
+    build_latent_cache(cached, tok, 17, (32, 48), windows_per_clip=3, tokenizer_path=weights)
+    weights.unlink()  # training from latents needs no VAE: the file may not be on this machine
+    with pytest.warns(LatentCacheWarning, match="tokenizer weights not found at .*tokenizer.pth"):
+        CachedLatentDataset(cached, 17, (32, 48), tokenizer_path=weights)
+
+
 def test_stale_resize_mode_is_detected(cached):
     Dataset(cached, 17, (32, 48), use_cached_latents=True, resize_mode="cover")  # the cache's mode
     with pytest.raises(StaleLatentCacheError, match="resize_mode: recorded 'cover', current 'stretch'") as err:

@@ -36,7 +36,7 @@ class StaleLatentCacheError(RuntimeError):
 
 
 class LatentCacheWarning(UserWarning):
-    """An old latent cache lacks a field, so one staleness check cannot be made."""
+    """One staleness check cannot be made (an old cache lacks the field, or the tokenizer file is absent)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -190,19 +190,18 @@ def _same_settings(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
     return all(manifest.get(k) == v for k, v in settings.items())
 
 
-_warned_missing: set[tuple[str, str]] = set()  # (cache folder, field): warn once per process
+_warned: set[tuple[str, str]] = set()  # (cache folder, message): warn once per process
+
+
+def _warn_once(folder: Path, message: str) -> None:
+    if (str(folder), message) not in _warned:
+        _warned.add((str(folder), message))
+        warnings.warn(f"{folder}: {message}", LatentCacheWarning, stacklevel=5)
 
 
 def _warn_missing_once(folder: Path, field: str, why: str) -> None:
-    if (str(folder), field) in _warned_missing:
-        return
-    _warned_missing.add((str(folder), field))
-    warnings.warn(
-        f"{folder}: the latent cache predates recording `{field}`, so {why} cannot be checked; rebuild it "
-        "with scripts.cache_latents --overwrite to enable the check",
-        LatentCacheWarning,
-        stacklevel=4,
-    )
+    _warn_once(folder, f"the latent cache predates recording `{field}`, so {why} cannot be checked; rebuild it "
+                       "with scripts.cache_latents --overwrite to enable the check")  # fmt: skip
 
 
 class CachedLatentDataset(RetryingDataset):
@@ -267,6 +266,10 @@ class CachedLatentDataset(RetryingDataset):
     def _tokenizer_problems(self, tokenizer_path: str | os.PathLike) -> list[str]:
         if "tokenizer_sha256" not in self.manifest:
             _warn_missing_once(self.dir, "tokenizer_sha256", "the tokenizer weights")
+            return []
+        if not Path(tokenizer_path).exists():  # training from latents needs no VAE, so the file may be elsewhere
+            _warn_once(self.dir, f"tokenizer weights not found at {tokenizer_path}, so they cannot be compared "
+                                 "with the ones this cache was encoded with")  # fmt: skip
             return []
         recorded, current = self.manifest["tokenizer_sha256"], tokenizer_sha256(tokenizer_path)
         if recorded == current:

@@ -4,6 +4,8 @@
         --tokenizer_path checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth
 
 Training then uses `Dataset(..., use_cached_latents=True)` (or CachedLatentDataset) and needs no VAE on the GPU.
+The manifest records the tokenizer file's sha256 and the resize mode: training with other weights
+(model.config.tokenizer_path) or another resize_mode stops with the command to rebuild (--overwrite).
 `--tiny_vae` uses a random tiny VAE (tests and the demo only).
 """
 
@@ -45,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     size = (args.height, args.width)
     report = build_latent_cache(
-        args.dataset_path, tokenizer, args.num_frames, size, args.windows_per_clip, args.resize_mode, args.overwrite
-    )
+        args.dataset_path, tokenizer, args.num_frames, size, args.windows_per_clip, args.resize_mode, args.overwrite,
+        tokenizer_path=None if args.tiny_vae else args.tokenizer_path,  # a random VAE has no file to fingerprint
+    )  # fmt: skip
     print(
         f"latent cache {cache_dir(args.dataset_path, args.num_frames, size)}: {report.written} clip(s) encoded, "
         f"{report.reused} reused, VAE {tokenizer.identity}, {len(report.problems)} file problem(s)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
 
 from cosmos_predict2.data.video import write_video
 from cosmos_predict2.text.embeddings import save_embedding_pickle
@@ -38,3 +40,30 @@ def make_dataset(root: Path, clips: dict[str, int], height: int = 48, width: int
         (root / "metas" / f"{stem}.txt").write_text(f"A video of {stem}.", encoding="utf-8")
         save_embedding_pickle(root / "t5_xxl" / f"{stem}.pickle", rng.standard_normal((5, dim)).astype(np.float32))
     return root
+
+
+class IndexDataset:
+    """A cheap map-style dataset for loader tests: item i is its index plus a draw from torch's RNG (so the
+    per-item seeding of the training stream is visible)."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        return {"index": index, "noise": torch.rand(())}
+
+
+def tagging_collate():
+    """A collate_fn factory (lazy-node target): default collation plus a marker key."""
+
+    def collate(items: list) -> dict:
+        return {**default_collate(items), "collated_by": "tagging_collate"}
+
+    return collate
+
+
+class TaggedLoader(DataLoader):
+    """A DataLoader subclass: the configured loader class must be the one built."""

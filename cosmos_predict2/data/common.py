@@ -20,9 +20,36 @@ class DataLoadWarning(UserWarning):
 SAMPLE_ERRORS = (VideoReadError, EmbeddingFileError, OSError, ValueError)
 
 
-def text_fields(embedding_path: Path) -> dict[str, torch.Tensor]:
+PAYLOAD_KEYS = ("video", "latents")
+
+
+def sample_dict(
+    payload_key: str,
+    payload: torch.Tensor,
+    embedding_path: Path,
+    fps: float,
+    num_frames: int,
+    video_size: tuple[int, int],
+    video_name: str,
+) -> dict[str, Any]:
+    """The one training sample layout (docs/architecture.md "Data sample"), for videos and cached latents alike:
+    `video` uint8 [3, T, H, W] or `latents` float32 [16, t, h, w], then t5_text_embeddings float32 [512, D],
+    t5_text_mask int64 [512], fps float, image_size int64 [H, W, H, W], num_frames int, padding_mask float32
+    zeros [1, H, W], video_name str. Training tells the two apart by `"latents" in batch`."""
+    if payload_key not in PAYLOAD_KEYS:
+        raise ValueError(f"payload_key must be one of {PAYLOAD_KEYS}, got {payload_key!r}")
     emb_L_D, mask_L = load_padded_embedding(embedding_path)
-    return {"t5_text_embeddings": emb_L_D, "t5_text_mask": mask_L}
+    h, w = int(video_size[0]), int(video_size[1])
+    return {
+        payload_key: payload,
+        "t5_text_embeddings": emb_L_D,
+        "t5_text_mask": mask_L,
+        "fps": float(fps),
+        "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
+        "num_frames": int(num_frames),
+        "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
+        "video_name": str(video_name),
+    }
 
 
 class RetryingDataset(torch.utils.data.Dataset):

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from cosmos_predict2.data.common import DataLoadWarning, RetryingDataset, text_fields
+from cosmos_predict2.data.common import DataLoadWarning, RetryingDataset, sample_dict
 from cosmos_predict2.data.validation import (
     ON_INVALID_CHOICES,
     DatasetValidationError,
@@ -31,7 +31,8 @@ class Dataset(RetryingDataset):
         video uint8 [3, T, H, W], t5_text_embeddings float32 [512, D], t5_text_mask int64 [512], fps float,
         image_size int64 [H, W, H, W], num_frames int, padding_mask float32 zeros [1, H, W], video_name str.
     With use_cached_latents=True the items come from `dataset_dir/latents` (see scripts/cache_latents.py) and
-    carry `latents` float32 [16, t, h, w] instead of `video`.
+    carry `latents` float32 [16, t, h, w] instead of `video`; the cache must have been built with the same
+    resize_mode (and, when given, the VAE `vae_identity`); `check_tokenizer(path)` compares the tokenizer weights.
 
     Args:
         resize_mode: "cover" (scale to cover, centre-crop; default) or "stretch" (the reference's plain resize).
@@ -62,7 +63,9 @@ class Dataset(RetryingDataset):
         if use_cached_latents:
             from cosmos_predict2.data.latent_cache import CachedLatentDataset
 
-            self._cache = CachedLatentDataset(self.dataset_dir, self.num_frames, self.video_size, vae_identity)
+            self._cache = CachedLatentDataset(
+                self.dataset_dir, self.num_frames, self.video_size, vae_identity, resize_mode=resize_mode
+            )
             self.samples: list[SampleFiles] = []
             return
         self.samples = self._select_samples(validate, on_invalid)
@@ -80,6 +83,12 @@ class Dataset(RetryingDataset):
         if not samples:
             raise ValueError(f"{self.dataset_dir}: no usable samples (need videos/*.mp4 with metas/ and t5_xxl/)")
         return samples
+
+    def check_tokenizer(self, tokenizer_path: str | os.PathLike) -> None:
+        """With cached latents: raise StaleLatentCacheError unless they were encoded from `tokenizer_path`'s weights
+        (sha256, no VAE loaded). Videos are encoded by the training model itself, so there is nothing to check."""
+        if self._cache is not None:
+            self._cache.check_tokenizer(tokenizer_path)
 
     def __len__(self) -> int:
         return len(self._cache) if self._cache is not None else len(self.samples)
@@ -102,16 +111,7 @@ class Dataset(RetryingDataset):
         # Python's `random` is reseeded per DataLoader worker by torch, so workers draw different windows.
         start = random.randint(0, sample.num_frames - self.num_frames)
         video_3_T_H_W, fps = load_clip(sample.video, start, self.num_frames, self.video_size, self.resize_mode)
-        h, w = self.video_size
-        return {
-            "video": video_3_T_H_W,
-            **text_fields(sample.embedding),
-            "fps": fps,
-            "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
-            "num_frames": self.num_frames,
-            "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
-            "video_name": sample.stem,
-        }
+        return sample_dict("video", video_3_T_H_W, sample.embedding, fps, self.num_frames, self.video_size, sample.stem)
 
 
 def get_sampler(

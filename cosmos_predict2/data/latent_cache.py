@@ -2,14 +2,18 @@
 
 Layout: `DIR/latents/<H>x<W>_<T>f/manifest.json` plus one `<stem>.safetensors` per video holding
 `latents` float32 [K, 16, t, h, w] (K windows) and `starts` int64 [K]. The manifest records the resolution,
-frame count, resize mode and VAE identity, and each video's size and mtime, so a stale cache is detected.
+frame count, resize mode, VAE identity, the tokenizer weights' path and sha256, and each video's size and
+mtime, so that a training run detects a stale cache without loading the VAE.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +23,72 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from cosmos_predict2.data.common import RetryingDataset, text_fields
+from cosmos_predict2.data.common import RetryingDataset, sample_dict
 from cosmos_predict2.data.validation import SampleFiles, validate_dataset
 from cosmos_predict2.data.video import load_clip
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: records tokenizer_path and tokenizer_sha256
+READABLE_VERSIONS = (1, 2)  # version-1 caches lack the tokenizer fields: served with a warning
 
 
 class StaleLatentCacheError(RuntimeError):
     """The latent cache does not match the requested resolution, frame count, VAE or source videos."""
+
+
+class LatentCacheWarning(UserWarning):
+    """One staleness check cannot be made (an old cache lacks the field, or the tokenizer file is absent)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the key: a file rewritten in place is hashed again.
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:  # hashlib.file_digest needs Python 3.11
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cached_file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def tokenizer_sha256(path: str | os.PathLike) -> str:
+    """sha256 of the VAE weights `WanVAETokenizer.from_pretrained(path)` would load, without loading them.
+
+    A file (tokenizer.pth) hashes its bytes; a diffusers folder (or its `vae/` subfolder) hashes every file's
+    relative name and sha256. Results are memoised per process, so a run reads the ~500 MB file once.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _cached_file_sha256(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"tokenizer weights not found at {path}")
+    root = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).as_posix().startswith("."))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(root).as_posix()} {_cached_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def rebuild_command(
+    dataset_dir: str | os.PathLike,
+    num_frames: int,
+    video_size: tuple[int, int],
+    resize_mode: str | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
+    overwrite: bool = True,
+) -> str:
+    """The `scripts.cache_latents` command line that builds this cache (quoted in stale-cache errors)."""
+    cmd = (f"python -m scripts.cache_latents --dataset_path {dataset_dir} --num_frames {num_frames} "
+           f"--height {video_size[0]} --width {video_size[1]}")  # fmt: skip
+    if resize_mode is not None:
+        cmd += f" --resize_mode {resize_mode}"
+    if tokenizer_path is not None:
+        cmd += f" --tokenizer_path {tokenizer_path}"
+    return cmd + (" --overwrite" if overwrite else "")
 
 
 def cache_dir(dataset_dir: str | os.PathLike, num_frames: int, video_size: tuple[int, int]) -> Path:
@@ -71,9 +132,12 @@ def build_latent_cache(
     windows_per_clip: int = 4,
     resize_mode: str = "cover",
     overwrite: bool = False,
+    tokenizer_path: str | os.PathLike | None = None,
 ) -> CacheReport:
     """Encode every valid clip of the dataset with `tokenizer` (a WanVAETokenizer) into the cache folder.
 
+    tokenizer_path: the weights the tokenizer was loaded from; its sha256 is recorded so that training with
+    other weights is refused (None for an in-memory VAE, e.g. a random tiny one: nothing to compare).
     Invalid files are reported, not cached. Entries whose video, VAE and settings are unchanged are reused.
     """
     out_dir = cache_dir(dataset_dir, num_frames, video_size)
@@ -85,6 +149,7 @@ def build_latent_cache(
         "resize_mode": resize_mode,
         "windows_per_clip": windows_per_clip,
         "vae_identity": tokenizer.identity,
+        "tokenizer_sha256": tokenizer_sha256(tokenizer_path) if tokenizer_path is not None else None,
     }
     old = _read_manifest(out_dir / "manifest.json") if (out_dir / "manifest.json").exists() else None
     reusable = old["entries"] if old and not overwrite and _same_settings(old, settings) else {}
@@ -103,7 +168,9 @@ def build_latent_cache(
         save_file({"latents": latents.contiguous(), "starts": torch.tensor(starts)}, str(out_dir / file))
         entries[sample.stem] = {"file": file, "fps": sample.fps, "starts": starts, "video_stamp": stamp}
         result.written += 1
-    manifest = {**settings, "entries": entries}
+    # The path is informational (where the weights were): moving them does not make the cache stale.
+    recorded_path = None if tokenizer_path is None else str(tokenizer_path)
+    manifest = {**settings, "tokenizer_path": recorded_path, "entries": entries}
     tmp = out_dir / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out_dir / "manifest.json")
@@ -123,12 +190,28 @@ def _same_settings(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
     return all(manifest.get(k) == v for k, v in settings.items())
 
 
+_warned: set[tuple[str, str]] = set()  # (cache folder, message): warn once per process
+
+
+def _warn_once(folder: Path, message: str) -> None:
+    if (str(folder), message) not in _warned:
+        _warned.add((str(folder), message))
+        warnings.warn(f"{folder}: {message}", LatentCacheWarning, stacklevel=5)
+
+
+def _warn_missing_once(folder: Path, field: str, why: str) -> None:
+    _warn_once(folder, f"the latent cache predates recording `{field}`, so {why} cannot be checked; rebuild it "
+                       "with scripts.cache_latents --overwrite to enable the check")  # fmt: skip
+
+
 class CachedLatentDataset(RetryingDataset):
-    """Serves cached latents: `latents` float32 [16, t, h, w] (normalised) plus the text keys of `Dataset`.
+    """Serves cached latents: `latents` float32 [16, t, h, w] (normalised) plus the other keys of `Dataset`.
 
     One item per clip; each access picks one of the clip's cached windows at random (as `Dataset` picks a
-    random start). Raises StaleLatentCacheError when the cache was built for another resolution, frame count or
-    VAE (`vae_identity`, e.g. WanVAETokenizer.identity), or when a source video changed since caching.
+    random start). Raises StaleLatentCacheError when the cache was built for another resolution, frame count,
+    resize mode (`resize_mode`), VAE (`vae_identity`, e.g. WanVAETokenizer.identity, or `tokenizer_path`, whose
+    file sha256 is compared without loading it; see also `check_tokenizer`), or when a source video changed.
+    A None argument skips its check.
     """
 
     def __init__(
@@ -138,42 +221,73 @@ class CachedLatentDataset(RetryingDataset):
         video_size: tuple[int, int],
         vae_identity: str | None = None,
         check_videos: bool = True,
+        resize_mode: str | None = None,
+        tokenizer_path: str | os.PathLike | None = None,
     ) -> None:
         self.dataset_dir = Path(dataset_dir)
+        self.num_frames, self.video_size = int(num_frames), (int(video_size[0]), int(video_size[1]))
+        self.resize_mode = resize_mode
         self.dir = cache_dir(dataset_dir, num_frames, video_size)
-        manifest_path = self.dir / "manifest.json"
-        if not manifest_path.is_file():
+        self.manifest_path = self.dir / "manifest.json"
+        if not self.manifest_path.is_file():
             found = sorted(p.parent.name for p in (self.dataset_dir / "latents").glob("*/manifest.json"))
             raise StaleLatentCacheError(
-                f"no latent cache for {video_size[0]}x{video_size[1]} and {num_frames} frames at {manifest_path} "
-                f"(caches present: {found or 'none'}); run `python -m scripts.cache_latents --dataset_path "
-                f"{self.dataset_dir} --num_frames {num_frames} --height {video_size[0]} --width {video_size[1]}`"
+                f"no latent cache for {video_size[0]}x{video_size[1]} and {num_frames} frames at "
+                f"{self.manifest_path} (caches present: {found or 'none'}); run "
+                f"`{rebuild_command(self.dataset_dir, num_frames, video_size, resize_mode, tokenizer_path, False)}`"
             )
-        self.manifest = _read_manifest(manifest_path)
-        self._check_manifest(manifest_path, num_frames, video_size, vae_identity)
+        self.manifest = _read_manifest(self.manifest_path)
+        wrong = self._settings_problems(vae_identity)
+        if tokenizer_path is not None:
+            wrong += self._tokenizer_problems(tokenizer_path)
+        self._raise_if_stale(wrong, tokenizer_path)
         self.stems = sorted(self.manifest["entries"])
         if not self.stems:
-            raise StaleLatentCacheError(f"{manifest_path}: the latent cache is empty")
+            raise StaleLatentCacheError(f"{self.manifest_path}: the latent cache is empty")
         if check_videos:
-            self._check_videos(manifest_path)
-        self.num_frames, self.video_size = num_frames, tuple(video_size)
+            self._check_videos(self.manifest_path)
 
-    def _check_manifest(self, path: Path, num_frames: int, video_size, vae_identity: str | None) -> None:
-        m = self.manifest
-        wrong = []
-        if m.get("version") != MANIFEST_VERSION:
+    def _settings_problems(self, vae_identity: str | None) -> list[str]:
+        m, wrong = self.manifest, []
+        if m.get("version") not in READABLE_VERSIONS:
             wrong.append(f"format version {m.get('version')} != {MANIFEST_VERSION}")
-        if m.get("num_frames") != num_frames:
-            wrong.append(f"num_frames {m.get('num_frames')} != {num_frames}")
-        if m.get("video_size") != list(video_size):
-            wrong.append(f"video_size {m.get('video_size')} != {list(video_size)}")
+        if m.get("num_frames") != self.num_frames:
+            wrong.append(f"num_frames {m.get('num_frames')} != {self.num_frames}")
+        if m.get("video_size") != list(self.video_size):
+            wrong.append(f"video_size {m.get('video_size')} != {list(self.video_size)}")
         if vae_identity is not None and m.get("vae_identity") != vae_identity:
             wrong.append(f"VAE {m.get('vae_identity')} != current VAE {vae_identity}")
+        if self.resize_mode is not None and "resize_mode" not in m:
+            _warn_missing_once(self.dir, "resize_mode", "the resize mode")
+        elif self.resize_mode is not None and m["resize_mode"] != self.resize_mode:
+            wrong.append(f"resize_mode: recorded {m['resize_mode']!r}, current {self.resize_mode!r}")
+        return wrong
+
+    def _tokenizer_problems(self, tokenizer_path: str | os.PathLike) -> list[str]:
+        if "tokenizer_sha256" not in self.manifest:
+            _warn_missing_once(self.dir, "tokenizer_sha256", "the tokenizer weights")
+            return []
+        if not Path(tokenizer_path).exists():  # training from latents needs no VAE, so the file may be elsewhere
+            _warn_once(self.dir, f"tokenizer weights not found at {tokenizer_path}, so they cannot be compared "
+                                 "with the ones this cache was encoded with")  # fmt: skip
+            return []
+        recorded, current = self.manifest["tokenizer_sha256"], tokenizer_sha256(tokenizer_path)
+        if recorded == current:
+            return []
+        source = self.manifest.get("tokenizer_path") or "an in-memory VAE, not a file"
+        return [f"tokenizer sha256: recorded {recorded} ({source}), current {current} ({tokenizer_path})"]
+
+    def _raise_if_stale(self, wrong: list[str], tokenizer_path: str | os.PathLike | None) -> None:
         if wrong:
+            cmd = rebuild_command(self.dataset_dir, self.num_frames, self.video_size, self.resize_mode, tokenizer_path)
             raise StaleLatentCacheError(
-                f"{path}: stale latent cache ({'; '.join(wrong)}); rebuild it with "
-                f"`python -m scripts.cache_latents --dataset_path {self.dataset_dir} --overwrite ...`"
+                f"{self.manifest_path}: stale latent cache in {self.dir} ({'; '.join(wrong)}); rebuild it with `{cmd}`"
             )
+
+    def check_tokenizer(self, tokenizer_path: str | os.PathLike) -> None:
+        """Raise StaleLatentCacheError unless the cache was encoded with the weights at `tokenizer_path` (compared
+        by sha256, without loading the VAE); an old cache without the record warns once instead."""
+        self._raise_if_stale(self._tokenizer_problems(tokenizer_path), tokenizer_path)
 
     def _check_videos(self, path: Path) -> None:
         changed = []
@@ -202,13 +316,5 @@ class CachedLatentDataset(RetryingDataset):
                 latents_C_t_h_w = f.get_slice("latents")[k].float()
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise OSError(f"{self._describe(index)}: cannot read cached latents ({e})") from e
-        h, w = self.video_size
-        return {
-            "latents": latents_C_t_h_w,
-            **text_fields(self.dataset_dir / "t5_xxl" / f"{stem}.pickle"),
-            "fps": float(entry["fps"]),
-            "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
-            "num_frames": self.num_frames,
-            "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
-            "video_name": stem,
-        }
+        embedding = self.dataset_dir / "t5_xxl" / f"{stem}.pickle"
+        return sample_dict("latents", latents_C_t_h_w, embedding, entry["fps"], self.num_frames, self.video_size, stem)

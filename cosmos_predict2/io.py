@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import pickle
 import zipfile
@@ -104,6 +106,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per process for each (path, size, mtime): a 28 GB checkpoint is not hashed
+    again every time it is checked, and a file rewritten in place is hashed again."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
 def _describe(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -144,6 +162,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "check_keys",
+    "file_sha256",
     "is_temporary_name",
     "mismatch_report",
     "safe_load",

@@ -108,9 +108,3 @@ def test_configured_loader_class_is_built():
     assert type(loader) is TaggedLoader and loader.batch_sampler.batch_size == 1
     with pytest.raises(ImportError, match="no_such_loader"):
         build_train_loader({"_target_": "torch.utils.data.no_such_loader", "dataset": DATASET}, seed=0, start_batch=0)
-
-
-def test_context_parallel_size_still_accepted():
-    with pytest.warns(DeprecationWarning, match="pass dp_rank and dp_size"):
-        loader, _ = build_train_loader(loader_cfg(batch_size=2), seed=0, start_batch=0, context_parallel_size=2)
-    assert (loader.batch_sampler.sampler.num_replicas, loader.batch_sampler.sampler.rank) == (1, 0)

@@ -8,7 +8,6 @@ mtime, so that a training run detects a stale cache without loading the VAE.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from cosmos_predict2.data.common import RetryingDataset, sample_dict
 from cosmos_predict2.data.validation import SampleFiles, validate_dataset
 from cosmos_predict2.data.video import load_clip
+from cosmos_predict2.io import atomic_write_text, file_sha256
 
 MANIFEST_VERSION = 2  # 2: records tokenizer_path and tokenizer_sha256
 READABLE_VERSIONS = (1, 2)  # version-1 caches lack the tokenizer fields: served with a warning
@@ -39,21 +39,6 @@ class LatentCacheWarning(UserWarning):
     """One staleness check cannot be made (an old cache lacks the field, or the tokenizer file is absent)."""
 
 
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    # size and mtime are part of the key: a file rewritten in place is hashed again.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:  # hashlib.file_digest needs Python 3.11
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _cached_file_sha256(path: Path) -> str:
-    st = path.stat()
-    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
 def tokenizer_sha256(path: str | os.PathLike) -> str:
     """sha256 of the VAE weights `WanVAETokenizer.from_pretrained(path)` would load, without loading them.
 
@@ -62,14 +47,14 @@ def tokenizer_sha256(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     if path.is_file():
-        return _cached_file_sha256(path)
+        return file_sha256(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer weights not found at {path}")
     root = path / "vae" if (path / "vae" / "config.json").is_file() else path
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).as_posix().startswith("."))
     digest = hashlib.sha256()
     for file in files:
-        digest.update(f"{file.relative_to(root).as_posix()} {_cached_file_sha256(file)}\n".encode())
+        digest.update(f"{file.relative_to(root).as_posix()} {file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 
@@ -171,9 +156,7 @@ def build_latent_cache(
     # The path is informational (where the weights were): moving them does not make the cache stale.
     recorded_path = None if tokenizer_path is None else str(tokenizer_path)
     manifest = {**settings, "tokenizer_path": recorded_path, "entries": entries}
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out_dir / "manifest.json")
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return result
 
 

@@ -14,14 +14,13 @@ The reference's LoRA checkpoint holds the whole adapted network (`net.<module>.b
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from cosmos_predict2.io import file_sha256  # noqa: F401  (re-exported: the base checkpoint's identity)
 from cosmos_predict2.lora.spec import ADAPTER_FORMAT, VALID_TARGETS, LoraConfigError, LoraSpec
 
 NET, NET_EMA = "net.", "net_ema."
@@ -119,14 +118,6 @@ def infer_spec_from_weights(lora: Mapping[str, torch.Tensor], alpha: float | Non
         raise LoraConfigError(f"reference LoRA checkpoint has adapters of several ranks {sorted(ranks)}")
     targets = sorted({s for k in lora for s in VALID_TARGETS if f".{s}.lora_" in k})
     return LoraSpec(rank=ranks.pop(), alpha=alpha, target_modules=targets)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(Path(path), "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 __all__ = [

@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -182,17 +181,6 @@ def check_tokenizer(dataset: torch.utils.data.Dataset, tokenizer_path: str) -> N
             check_tokenizer(child, tokenizer_path)
 
 
-def _dp_from_context_parallel(context_parallel_size: int) -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0, 1
-    world, rank = dist.get_world_size(), dist.get_rank()
-    if world % context_parallel_size:
-        raise ValueError(f"world size {world} is not divisible by context_parallel_size {context_parallel_size}")
-    return rank // context_parallel_size, world // context_parallel_size
-
-
 def build_train_loader(
     loader_cfg: Any,
     *,
@@ -201,19 +189,13 @@ def build_train_loader(
     dp_rank: int = 0,
     dp_size: int = 1,
     tokenizer_path: str | None = None,
-    context_parallel_size: int | None = None,
 ) -> tuple[DataLoader, torch.utils.data.Dataset]:
     """The training loader from the `dataloader_train` node (see module docstring); returns (loader, dataset).
 
     dp_rank, dp_size: this rank's data-parallel rank and the number of data-parallel ranks (a context-parallel
     group of consecutive ranks shares one). tokenizer_path: the VAE weights training would encode with; cached
     latents must have been encoded from the same file (checked by sha256, without loading the VAE).
-    context_parallel_size: deprecated; derives dp_rank/dp_size from torch.distributed.
     """
-    if context_parallel_size is not None:
-        warnings.warn("build_train_loader(context_parallel_size=) is deprecated: pass dp_rank and dp_size",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
-        dp_rank, dp_size = _dp_from_context_parallel(int(context_parallel_size))
     if not 0 <= dp_rank < dp_size:
         raise ValueError(f"dp_rank must be in [0, dp_size={dp_size}), got {dp_rank}")
     cfg = dict(_to_container(loader_cfg))

@@ -123,8 +123,10 @@ def build(cfg: DictConfig, proc: ProcessInfo, job_dir: Path) -> Run:
               save_final=bool(ckpt_cfg.get("save_final", True)))  # fmt: skip
     _resume(run, ckpt_cfg)
     start = run.state["iteration"]
-    run.loader, dataset = build_train_loader(cfg.dataloader_train, seed=seed, start_batch=start,
-                                             context_parallel_size=cp_size)
+    c = model.config  # cached latents must come from the VAE training would use (checked by sha256, no load)
+    tokenizer_path = c.tokenizer_path if c.tokenizer_type == "wan2.1" else None
+    run.loader, dataset = build_train_loader(cfg.dataloader_train, seed=seed, start_batch=start, dp_rank=dp_rank,
+                                             dp_size=dp_size, tokenizer_path=tokenizer_path)
     log.info(f"Training data: {len(dataset)} samples; iterations {start} -> {run.max_iter}")
     return run
 

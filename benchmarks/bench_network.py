@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_predict2.networks import build_net, set_attention_backend  # noqa: E402
 from cosmos_predict2.networks.weights import diffusers_config, to_diffusers_state_dict  # noqa: E402
-from cosmos_predict2.utils.diffusers_compat import ensure_cosmos_padding_resize  # noqa: E402
+from testing_support.diffusers_compat import ensure_cosmos_padding_resize  # noqa: E402
 
 RESOLUTIONS = {"480p": (24, 54, 96), "720p": (24, 88, 160)}
 

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_predict2.networks import build_net, set_attention_backend  # noqa: E402
-from cosmos_predict2.networks.weights import diffusers_config, to_diffusers_state_dict  # noqa: E402
-from cosmos_predict2.utils.diffusers_compat import ensure_cosmos_padding_resize  # noqa: E402
+from cosmos_predict2.networks.weights import diffusers_config, randomize_, to_diffusers_state_dict  # noqa: E402
+from testing_support.diffusers_compat import ensure_cosmos_padding_resize  # noqa: E402
 
 RESOLUTIONS = {"480p": (24, 54, 96), "720p": (24, 88, 160)}
 
@@ -45,16 +45,6 @@ def model_flops_forward(net, T: int, H: int, W: int, text_len: int = 512) -> flo
         + 4 * L * text_len * D  # cross-attention
     )
     return blocks * per_block + 2 * L * D * 72 + 2 * L * D * 64
-
-
-def randomize_on_device_(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device=p.device))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g, device=p.device) / p.shape[-1] ** 0.5)
 
 
 def timed(fn, warmup: int, reps: int, device: torch.device) -> tuple[float, float]:
@@ -169,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     size = "tiny" if args.tiny else "2B"
     kwargs = {"crossattn_emb_channels": 32} if args.tiny else {}
     net = build_net(size, device=device, dtype=dtype, **kwargs)
-    randomize_on_device_(net)
+    randomize_(net)  # drawn on the GPU: the 2B weights are filled in seconds
     peer = None if args.no_peer else make_peer(net, device, dtype)
     if peer is not None:
         for m in peer.modules():

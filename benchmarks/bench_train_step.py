@@ -101,7 +101,7 @@ def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[
 
     from cosmos_predict2.networks import build_net
     from cosmos_predict2.networks.weights import diffusers_config
-    from cosmos_predict2.utils.diffusers_compat import ensure_cosmos_padding_resize
+    from testing_support.diffusers_compat import ensure_cosmos_padding_resize
 
     ensure_cosmos_padding_resize()
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]

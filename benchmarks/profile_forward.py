@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_network import RESOLUTIONS, model_flops_forward, randomize_on_device_, timed  # noqa: E402
+from benchmarks.bench_network import RESOLUTIONS, model_flops_forward, timed  # noqa: E402
 from cosmos_predict2.networks import build_net  # noqa: E402
+from cosmos_predict2.networks.weights import randomize_  # noqa: E402
 
 
 def gpu_info() -> dict:
@@ -114,7 +115,7 @@ def main() -> None:
     report: dict = {"gpu": gpu_info(), "resolution": args.resolution}
 
     net = build_net("2B", device=device, dtype=torch.bfloat16).eval().requires_grad_(False)
-    randomize_on_device_(net)
+    randomize_(net)
     T, H, W = RESOLUTIONS[f"{args.resolution}p"]
     g = torch.Generator(device=device).manual_seed(0)
     x1 = torch.randn(1, 16, T, H, W, device=device, dtype=torch.bfloat16, generator=g)

@@ -15,7 +15,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmos_predict2.demo.run import DemoError, DemoSettings, print_summary, run_demo  # noqa: E402
+from demo.run import DemoError, DemoSettings, print_summary, run_demo  # noqa: E402
 
 QUICK = dict(num_train_clips=24, num_heldout=4, train_steps=400, sampling_steps=20)
 

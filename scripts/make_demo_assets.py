@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmos_predict2.demo import ASSETS_DIR, REPO_ROOT  # noqa: E402
+from demo import ASSETS_DIR, REPO_ROOT  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip_dit", action="store_true", help="stop after the T5 and the VAE")
     args = parser.parse_args(argv)
 
-    from cosmos_predict2.demo.assets import make_assets
+    from demo.assets import make_assets
 
     t0 = time.perf_counter()
     report = make_assets(args.out_dir, args.work_dir, vae_steps=args.vae_steps, dit_steps=args.dit_steps,
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                          skip_dit=args.skip_dit, vae_from=args.vae_from,
                          log=lambda m: print(m, flush=True))  # fmt: skip
     if not args.skip_dit:
-        from cosmos_predict2.demo.assets import write_assets_readme
+        from demo.assets import write_assets_readme
 
         command = "python -m scripts.make_demo_assets " + " ".join(sys.argv[1:] if argv is None else argv)
         report["timings_s"]["total_s"] = round(time.perf_counter() - t0, 1)

@@ -1,4 +1,4 @@
-"""Train the demo's tiny Wan2.1 VAE (recipe: cosmos_predict2/demo/vae_training.py) and write its state dict.
+"""Train the demo's tiny Wan2.1 VAE (recipe: demo/vae_training.py) and write its state dict.
 
 On 2 CPU cores a step takes ~0.8 s (batch 16); on a GPU ~0.3 s at any batch up to 64, so the shipped VAE was made on
 one H200 (assets/demo/README.md has the exact commands). Fold the result into assets/demo with
@@ -21,10 +21,10 @@ if __package__ in (None, ""):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cosmos_predict2.demo.assets import ROBOT_EVAL_SEED, vae_psnr
-    from cosmos_predict2.demo.synthetic import robot_clip
-    from cosmos_predict2.demo.vae_training import train_vae
     from cosmos_predict2.tokenizers import WanVAETokenizer
+    from demo.assets import ROBOT_EVAL_SEED, vae_psnr
+    from demo.synthetic import robot_clip
+    from demo.vae_training import train_vae
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="safetensors state dict to write")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_predict2.demo import ASSETS_DIR, DIT_PATH, NUM_FRAMES, T5_DIM, T5_DIR, VAE_DIR
-from cosmos_predict2.demo.assets import fold_latent_statistics, psnr
-from cosmos_predict2.demo.images import contact_sheet, loss_curve
-from cosmos_predict2.demo.synthetic import read_frames, robot_clip, shapes_clip, write_dataset
+from demo import ASSETS_DIR, DIT_PATH, NUM_FRAMES, T5_DIM, T5_DIR, VAE_DIR
+from demo.assets import fold_latent_statistics, psnr
+from demo.images import contact_sheet, loss_curve
+from demo.synthetic import read_frames, robot_clip, shapes_clip, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_fold_latent_statistics_keeps_decoding():
 
 def test_pretraining_starts_a_fresh_job(tmp_path):
     """make_demo_assets must not resume an earlier pretraining (scripts.train would, from its latest checkpoint)."""
-    from cosmos_predict2.demo.assets import fresh_pretrain_job, pretrain_dit_overrides
+    from demo.assets import fresh_pretrain_job, pretrain_dit_overrides
 
     job_root = tmp_path / "checkpoints"
     overrides = dict(o.split("=", 1) for o in pretrain_dit_overrides(tmp_path, job_root, tmp_path, 10, 2))
@@ -90,7 +90,7 @@ def test_shipped_assets_name_no_machine_paths():
     """The shipped README/report/weights describe paths relative to the repository, not the maker's folders."""
     import re
 
-    from cosmos_predict2.demo.assets import repo_relative
+    from demo.assets import repo_relative
 
     assert repo_relative(f"job.root={ROOT}/outputs/demo_assets") == "job.root=outputs/demo_assets"
     for name in ("README.md", "make_demo_assets.json"):

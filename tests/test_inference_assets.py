@@ -54,8 +54,8 @@ def make_assets(root: Path) -> Assets:
     from diffusers import AutoencoderKLWan
     from PIL import Image
 
-    from cosmos_predict2.text import make_tiny_t5
     from cosmos_predict2.tokenizers import tiny_vae_config
+    from demo.tiny_t5 import make_tiny_t5
 
     root.mkdir(parents=True, exist_ok=True)
     t5 = make_tiny_t5(root / "t5", d_model=EMB_DIM)

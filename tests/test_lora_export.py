@@ -11,7 +11,7 @@ from cosmos_predict2.inference import LoraFlags, load_lora_net
 from cosmos_predict2.lora import LoraConfigError, set_lora_scale
 from cosmos_predict2.lora.export import DIFFUSERS_WEIGHT_NAME, export_diffusers, export_peft, main, read_adapter
 from cosmos_predict2.networks.weights import diffusers_config, to_diffusers_state_dict
-from cosmos_predict2.utils.diffusers_compat import NEAREST_RESIZE_SHIM
+from testing_support.diffusers_compat import NEAREST_RESIZE_SHIM
 
 CPU = torch.device("cpu")
 

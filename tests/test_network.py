@@ -21,7 +21,7 @@ from cosmos_predict2.networks.weights import (
     randomize_,
     to_diffusers_state_dict,
 )
-from cosmos_predict2.utils.diffusers_compat import NEAREST_RESIZE_SHIM
+from testing_support.diffusers_compat import NEAREST_RESIZE_SHIM
 
 TINY = dict(crossattn_emb_channels=32)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_predict2.text import T5CheckpointNotFoundError, T5TextEncoder, load_embedding_pickle, make_tiny_t5
+from cosmos_predict2.text import T5CheckpointNotFoundError, T5TextEncoder, load_embedding_pickle
+from demo.tiny_t5 import make_tiny_t5
 
 REPO = Path(__file__).resolve().parents[1]
 

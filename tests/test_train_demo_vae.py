@@ -7,11 +7,11 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file
 
-from cosmos_predict2.demo.assets import ROBOT_EVAL_SEED
-from cosmos_predict2.demo.run import HELDOUT_SEED, TRAIN_SEED
-from cosmos_predict2.demo.synthetic import robot_clip
-from cosmos_predict2.demo.vae_training import VAE_ROBOT_SEED, clip_pool, decode_unclamped, train_vae
 from cosmos_predict2.tokenizers import tiny_vae_config
+from demo.assets import ROBOT_EVAL_SEED
+from demo.run import HELDOUT_SEED, TRAIN_SEED
+from demo.synthetic import robot_clip
+from demo.vae_training import VAE_ROBOT_SEED, clip_pool, decode_unclamped, train_vae
 from scripts import train_demo_vae
 
 

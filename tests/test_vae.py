@@ -9,10 +9,10 @@ from cosmos_predict2.tokenizers import (
     VAEKeyError,
     WanVAETokenizer,
     convert_wan_state_dict,
-    diffusers_state_dict_to_wan,
     latent_frames,
     tiny_vae_config,
 )
+from testing_support.wan_keys import diffusers_state_dict_to_wan
 
 
 @pytest.fixture(scope="module")

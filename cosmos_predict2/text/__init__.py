@@ -9,7 +9,6 @@ from cosmos_predict2.text.embeddings import (
     save_embedding_pickle,
 )
 from cosmos_predict2.text.t5_encoder import DEFAULT_T5_PATH, T5CheckpointNotFoundError, T5TextEncoder, check_t5_folder
-from cosmos_predict2.text.tiny_t5 import make_tiny_t5
 
 __all__ = [
     "DEFAULT_T5_PATH",
@@ -20,7 +19,6 @@ __all__ = [
     "check_t5_folder",
     "load_embedding_pickle",
     "load_padded_embedding",
-    "make_tiny_t5",
     "pad_embedding",
     "save_embedding_pickle",
 ]

@@ -1,6 +1,6 @@
 """The Wan2.1 VAE tokenizer (diffusers AutoencoderKLWan) with Cosmos latent normalisation (SPEC section 3)."""
 
-from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict, diffusers_state_dict_to_wan
+from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict
 from cosmos_predict2.tokenizers.wan_vae import (
     DEFAULT_TOKENIZER_PATH,
     LATENTS_MEAN,
@@ -20,7 +20,6 @@ __all__ = [
     "WanVAETokenizer",
     "check_frame_count",
     "convert_wan_state_dict",
-    "diffusers_state_dict_to_wan",
     "latent_frames",
     "state_dict_identity",
     "tiny_vae_config",

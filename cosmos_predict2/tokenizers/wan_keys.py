@@ -1,4 +1,4 @@
-"""Key names of the original Wan2.1 VAE (`tokenizer.pth`) <-> diffusers' AutoencoderKLWan.
+"""Key names of the original Wan2.1 VAE (`tokenizer.pth`) -> diffusers' AutoencoderKLWan.
 
 Original layout (Wan2.1 `vae.py`): encoder.conv1, encoder.downsamples.<i> (residual blocks and resamplers in one
 flat list, same as diffusers' encoder.down_blocks.<i>), encoder.middle.{0,1,2} (resblock, attention, resblock),
@@ -99,44 +99,3 @@ def convert_wan_state_dict(
         )
     return out
 
-
-def diffusers_state_dict_to_wan(
-    state_dict: Mapping[str, torch.Tensor], num_res_blocks: int = 2
-) -> dict[str, torch.Tensor]:
-    """Inverse of convert_wan_state_dict (used to write test files in the release's naming)."""
-    # Build the inverse from the forward map over candidate original names, so the two can never disagree.
-    inverse = {}
-    for key in state_dict:
-        orig = _diffusers_key_to_wan(key, num_res_blocks)
-        if orig is None or wan_key_to_diffusers(orig, num_res_blocks) != key:
-            raise VAEKeyError(f"diffusers VAE key {key!r} has no Wan2.1 name")
-        inverse[orig] = state_dict[key]
-    return inverse
-
-
-def _diffusers_key_to_wan(key: str, num_res_blocks: int) -> str | None:
-    for old, new in _FIXED_ORIG_TO_DIFFUSERS.items():
-        if key.startswith(new):
-            return old + key[len(new) :]
-    res_inv = {v: k for k, v in _RESBLOCK_ORIG_TO_DIFFUSERS.items()}
-
-    def res(rest: str) -> str | None:
-        return next((res_inv[n] + rest[len(n) :] for n in res_inv if rest.startswith(n)), None)
-
-    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
-        rest = m.group(2)
-        mapped = rest if rest.startswith(("resample.", "time_conv.")) else res(rest)
-        return None if mapped is None else f"encoder.downsamples.{m.group(1)}.{mapped}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)", key):
-        return f"{m.group(1)}.middle.1.{m.group(2)}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d)\.(.+)", key):
-        mapped = res(m.group(3))
-        return None if mapped is None else f"{m.group(1)}.middle.{2 * int(m.group(2))}.{mapped}"
-    per_level = num_res_blocks + 2
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
-        return f"decoder.upsamples.{int(m.group(1)) * per_level + per_level - 1}.{m.group(2)}"
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        mapped = res(m.group(3))
-        idx = int(m.group(1)) * per_level + int(m.group(2))
-        return None if mapped is None else f"decoder.upsamples.{idx}.{mapped}"
-    return None

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosmos_predict2.demo import HEIGHT, NUM_FRAMES, WIDTH
-from cosmos_predict2.demo.synthetic import robot_clip, shapes_clip
+from demo import HEIGHT, NUM_FRAMES, WIDTH
+from demo.synthetic import robot_clip, shapes_clip
 
 # Robot clips for VAE training come from their own seed: neither the demo's LoRA training (1) / held-out (2) clips
 # nor the robot PSNR evaluation clips (998). A real VAE has seen many kinds of video; the domain shift the demo's

@@ -1,5 +1,8 @@
 """The CPU demo of issue 6: synthetic videos, the tiny pretrained base model and VAE, and the end-to-end LoRA run.
 
+Not part of the installed library (a top-level package beside scripts/, importable from the repository root):
+it needs the repository's assets/demo/ and runs the repository's scripts.
+
     make demo                      # = python -m scripts.demo (after the install)
     python -m scripts.make_demo_assets   # re-create assets/demo/ (tiny VAE, tiny DiT, tiny T5) deterministically
 
@@ -8,13 +11,14 @@ Modules:
     images     contact sheet and loss-curve PNGs (Pillow only), PSNR
     assets     pretraining of the tiny VAE and the tiny DiT (make_demo_assets)
     run        the demo driver (scripts.demo)
+    tiny_t5    a tiny random T5 encoder + tokenizer (assets/demo/tiny_t5, tests)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS_DIR = REPO_ROOT / "assets" / "demo"
 DIT_PATH = ASSETS_DIR / "tiny_dit.safetensors"  # diffusers-format weights of the "tiny" MinimalV1LVGDiT
 VAE_DIR = ASSETS_DIR / "tiny_vae"  # diffusers AutoencoderKLWan folder (config.json + safetensors)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos_predict2.demo import (
+from demo import (
     DIT_PATH,
     FPS,
     HEIGHT,
@@ -35,8 +35,8 @@ from cosmos_predict2.demo import (
     VAE_DIR,
     WIDTH,
 )
-from cosmos_predict2.demo.assets import psnr
-from cosmos_predict2.demo.synthetic import read_frames, robot_clip, write_dataset
+from demo.assets import psnr
+from demo.synthetic import read_frames, robot_clip, write_dataset
 
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 EXPERIMENT = "predict2_video2world_lora_training_tiny_example"
@@ -199,7 +199,7 @@ def run_demo(s: DemoSettings, echo=print) -> dict:
 
     echo("[5/5] scoring and pictures")
     t0 = time.perf_counter()
-    from cosmos_predict2.demo.images import contact_sheet, loss_curve
+    from demo.images import contact_sheet, loss_curve
 
     per_clip, groups = [], []
     for i, video in enumerate(heldout):

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosmos_predict2.demo import FPS, HEIGHT, NUM_FRAMES, REPO_ROOT, T5_DIM, WIDTH
-from cosmos_predict2.demo.synthetic import robot_clip, shapes_clip, write_dataset
-from cosmos_predict2.demo.vae_training import VAE_SEED, train_vae
+from demo import FPS, HEIGHT, NUM_FRAMES, REPO_ROOT, T5_DIM, WIDTH
+from demo.synthetic import robot_clip, shapes_clip, write_dataset
+from demo.vae_training import VAE_SEED, train_vae
 
 SHAPES_SEED, EVAL_SEED, ROBOT_EVAL_SEED = 0, 999, 998
 
@@ -157,8 +157,8 @@ def make_assets(
     """Create tiny_t5/, tiny_vae/ and tiny_dit.safetensors in out_dir; intermediate files go to work_dir."""
     from safetensors.torch import save_file  # noqa: F401  (imported early: fail before hours of work)
 
-    from cosmos_predict2.text import make_tiny_t5
     from cosmos_predict2.tokenizers import WanVAETokenizer
+    from demo.tiny_t5 import make_tiny_t5
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     out_dir, work_dir = Path(out_dir), Path(work_dir)

@@ -3,7 +3,7 @@
 The tokenizer is a small Unigram model built with the `tokenizers` library (no hub download). Embedding
 width follows `d_model`; pass d_model=1024 to produce files with the real T5-11B width.
 
-    python -m cosmos_predict2.text.tiny_t5 OUT_DIR [--d_model 1024]
+    python -m demo.tiny_t5 OUT_DIR [--d_model 1024]
 """
 
 from __future__ import annotations

@@ -138,9 +138,10 @@ def export_ema_weights(model_ckpt: Path, out: Path) -> int:
     from safetensors.torch import save_file
 
     from cosmos_predict2.networks import build_net, load_dit_weights
-    from cosmos_predict2.networks.weights import extract_prefixed, to_diffusers_state_dict, torch_load_safe
+    from cosmos_predict2.io import safe_load
+    from cosmos_predict2.networks.weights import extract_prefixed, to_diffusers_state_dict
 
-    state = torch_load_safe(model_ckpt)
+    state = safe_load(model_ckpt)
     prefix = "net_ema." if any(k.startswith("net_ema.") for k in state) else "net."
     sd = {k: v.float().contiguous() for k, v in extract_prefixed(state, prefix).items()}
     out.parent.mkdir(parents=True, exist_ok=True)

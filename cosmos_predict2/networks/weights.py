@@ -26,11 +26,6 @@ class CheckpointMismatchError(StateDictMismatchError):
     """A checkpoint does not match the network: missing, unexpected or wrongly shaped keys."""
 
 
-def torch_load_safe(path: str | Path) -> dict:
-    """The one safe loader (cosmos_predict2.io.safe_load) for DiT checkpoints."""
-    return safe_load(path, what="checkpoint")
-
-
 def extract_prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Keys under `prefix` with the prefix removed; reference buffers (RoPE tables, accumulators) dropped."""
     out = {}
@@ -75,7 +70,7 @@ def load_reference_weights(
     net: nn.Module, path: str | Path, prefix: str = "net.", dtype: torch.dtype | None = None
 ) -> nn.Module:
     """Load a reference-format `.pt` (flat dict, `net.`/`net_ema.` keys) into `net`, which may live on meta."""
-    state = torch_load_safe(path)
+    state = safe_load(path)
     if not isinstance(state, Mapping):
         raise CheckpointMismatchError(f"{path} holds a {type(state).__name__}, expected a flat dict of tensors")
     if "model" in state and isinstance(state["model"], Mapping):  # trainer-style nesting

@@ -148,7 +148,7 @@ class Video2WorldModel(nn.Module):
         log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {self.seed})")
         if self.device.type == "cuda" and c.random_init == "random":
             # 2B/14B random weights (benchmarks): draw on the GPU; a CPU draw of 14e9 numbers takes minutes.
-            net = _randomize_on_device_(net.to_empty(device=self.device), self.seed)
+            net = randomize_(net.to_empty(device=self.device), self.seed)
         else:
             net = net.to_empty(device="cpu")
             (randomize_ if c.random_init == "random" else initialize_weights)(net, self.seed)
@@ -301,6 +301,15 @@ class Video2WorldModel(nn.Module):
                     f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
                     f"model.config.dit_path={c.dit_path} has sha256 {current[:12]}...; resume with the same base"
                 )
+
+
+def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    if is_sharded(net):  # FSDP2: each rank keeps its shard of the whole tensors
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(net, weights, options=StateDictOptions(full_state_dict=True))
+    else:
+        net.load_state_dict(weights, strict=True)
 
 
 def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -137,8 +137,8 @@ def export_ema_weights(model_ckpt: Path, out: Path) -> int:
     """net_ema.* of a full fine-tuning checkpoint -> one safetensors file with diffusers names (fp32)."""
     from safetensors.torch import save_file
 
-    from cosmos_predict2.networks import build_net, load_dit_weights
     from cosmos_predict2.io import safe_load
+    from cosmos_predict2.networks import build_net, load_dit_weights
     from cosmos_predict2.networks.weights import extract_prefixed, to_diffusers_state_dict
 
     state = safe_load(model_ckpt)

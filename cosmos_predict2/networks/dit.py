@@ -26,7 +26,7 @@ ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 
 
 class FrameSplit(Protocol):
-    """What context parallelism plugs into the network (cosmos_predict2.parallel.context_parallel)."""
+    """What context parallelism plugs into the network from outside (the `parallel` package sets it)."""
 
     def split(self, *tensors_B_T: torch.Tensor | None) -> tuple[int, list[torch.Tensor | None]]:
         """(offset of this rank's first frame, this rank's frames of each [B, T, ...] tensor)."""
@@ -456,7 +456,7 @@ class MiniTrainDIT(nn.Module):
             model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels, use_adaln_lora,
             adaln_lora_dim,
         )
-        # A seam for context parallelism applied from outside (cosmos_predict2.parallel): None, or an object that
+        # A seam for context parallelism applied from outside (the parallel package): None, or an object that
         # keeps this rank's share of the latent frames after the embeddings and gathers the output.
         self.frame_split: FrameSplit | None = None
 

@@ -36,6 +36,7 @@ from cosmos_predict2.diffusion.rectified_flow import (
 from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, add_lora, file_sha256, load_adapter_weights
 from cosmos_predict2.networks import build_net, count_parameters, load_dit_weights, net_config
 from cosmos_predict2.parallel.dtensor import full_state, is_sharded
+from cosmos_predict2.training.checkpointer import CheckpointError
 from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(CheckpointError):
     """A model checkpoint that does not belong to this run (other architecture, LoRA config or base)."""
 
 
@@ -259,10 +260,10 @@ class Video2WorldModel(nn.Module):
         of another architecture, LoRA config or base model."""
         from cosmos_predict2.lora import is_adapter_checkpoint
 
-        if self.is_lora != is_adapter_checkpoint(state):
-            kind = "a LoRA adapter checkpoint" if not self.is_lora else "not a LoRA adapter checkpoint"
-            run = "LoRA" if self.is_lora else "full fine-tuning"
-            raise ModelFileError(f"{source} is {kind}, but this run trains {run}")
+        if self.is_lora and not is_adapter_checkpoint(state):
+            raise ModelFileError(f"{source} is not a LoRA adapter checkpoint, but this run trains LoRA")
+        if not self.is_lora and is_adapter_checkpoint(state):
+            raise ModelFileError(f"{source} is a LoRA adapter checkpoint, but this run is full fine-tuning")
         if self.is_lora:
             adapter = AdapterFile.from_state(state, source)
             self._check_adapter_belongs(adapter, source)

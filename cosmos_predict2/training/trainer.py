@@ -200,7 +200,7 @@ def train(cfg: DictConfig) -> TrainResult:
         ctx = MonitorContext(job_dir, proc.is_main, start, run.max_iter, int(cfg.trainer.get("logging_iter", 10)))
         monitors = build_monitors(_callbacks(cfg), ctx)
         losses = _loop(run, monitors)
-    log.info("Done with training.")
+        log.info("Done with training.")
     return TrainResult(job_dir, start, run.state["iteration"], losses)
 
 

@@ -33,7 +33,7 @@ from cosmos_predict2.networks import attention_backend_for, build_net, set_atten
 from cosmos_predict2.networks.attention import BACKENDS  # noqa: E402
 from cosmos_predict2.tokenizers import WanVAETokenizer, tiny_vae_config  # noqa: E402
 
-REFERENCE_S = {"480": 50.2, "720": 221.7}  # SPEC 11: reference 2B, 35 steps with guidance, one H200 SXM
+REFERENCE_S = {"480": 50.2, "720": 221.7}  # docs/reference.md §11: reference 2B, 35 steps with guidance, one H200 SXM
 REFERENCE_MEMORY_GB = 32.5
 
 

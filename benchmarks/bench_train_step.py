@@ -1,10 +1,10 @@
 """One LoRA training step of the 2B Video2World model: ours vs the diffusers + PEFT peer, same run, same inputs.
 
-Ours: the real trainer pieces (Video2WorldModel.training_step with SPEC-2 sigma/conditioning/dropout, backward,
+Ours: the real trainer pieces (training_step with the docs/reference.md §2 sigma/conditioning/dropout, backward,
 clip at 1.0, fused AdamW, LoRA-only EMA), LoRA r16 on q/k/v/output_proj + mlp, bf16 base, fp32 adapters, random
 base weights, batch 1 of cached latents (93 frames = 24 latent frames), selective vs full activation checkpointing.
 Peer: diffusers CosmosTransformer3DModel + PEFT LoRA r16 on the same layers, gradient checkpointing, bf16, same
-inputs, plain MSE on the velocity, AdamW on the adapters (SPEC 11 quotes 16.7 s / 30.8 GiB at 720p, 3.2 s /
+inputs, plain MSE on the velocity, AdamW on adapters (docs/reference.md §11: 16.7 s / 30.8 GiB at 720p, 3.2 s /
 14.8 GiB at 480p on one H200).
 
     python benchmarks/bench_train_step.py                    # CUDA: 480p and 720p; JSON to $OUT/bench_train_step.json

@@ -5,7 +5,7 @@
 2. Tiny VAE: diffusers `AutoencoderKLWan` with `tiny_vae_config()` (the Wan2.1 class, 8x8x4 compression,
    16 latent channels), trained as a plain autoencoder by `demo.vae_training` (or loaded from a
    `scripts.train_demo_vae` run with `vae_from`), then its latent statistics are folded into
-   `quant_conv`/`post_quant_conv` so that the fixed Cosmos normalisation (SPEC 3) gives unit-variance latents.
+   `quant_conv`/`post_quant_conv` so the fixed Cosmos normalisation (docs/reference.md §3) gives unit-variance latents.
 3. Tiny base DiT: the "tiny" `MinimalV1LVGDiT` pretrained *with the real training stack*: the shapes set is written
    in the guide's layout, embedded with `scripts.get_t5_embeddings`, encoded with `scripts.cache_latents`, and trained
    by `scripts.train` with the shipped experiment `predict2_video2world_training_tiny_example`
@@ -49,7 +49,7 @@ def _to_model(frames_T_H_W_3: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def fold_latent_statistics(vae, clips: list[np.ndarray]) -> dict:
-    """Make the Cosmos normalisation z = (mu - MEAN)/STD (SPEC 3, fixed constants) unit-variance per channel for
+    """Make the Cosmos normalisation z = (mu - MEAN)/STD (fixed; docs/reference.md §3) unit-variance per channel for
     this VAE: rescale quant_conv's mean rows and the inverse into post_quant_conv. Decoding is unchanged."""
     from cosmos_predict2.tokenizers import LATENTS_MEAN, LATENTS_STD
 

@@ -31,7 +31,7 @@ def _build_tokenizer():
     tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    # T5 appends `</s>` to every sequence; the embedding row count includes it (SPEC section 4).
+    # T5 appends `</s>` to every sequence; the embedding row count includes it (docs/reference.md §4).
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )

@@ -1,4 +1,4 @@
-"""Write `DIR/t5_xxl/<stem>.pickle` for every `DIR/metas/<stem>.txt` (SPEC section 4).
+"""Write `DIR/t5_xxl/<stem>.pickle` for every `DIR/metas/<stem>.txt` (docs/reference.md §4).
 
     python -m scripts.get_t5_embeddings --dataset_path datasets/my_set [--t5_path checkpoints/google-t5/t5-11b]
 

@@ -1,4 +1,4 @@
-"""Dataset, sampler, ConcatDataset, validation and mid-training failure handling (SPEC sections 5, 12)."""
+"""Dataset, sampler, ConcatDataset, validation and mid-training failure handling (docs/reference.md §5, §12)."""
 
 import warnings
 
@@ -18,7 +18,7 @@ def dataset_dir(tmp_path_factory):
 def test_sample_dict(dataset_dir):
     ds = Dataset(dataset_dir, num_frames=17, video_size=(32, 48))
     assert len(ds) == 3
-    s = ds[1]  # "b": exactly 17 frames is valid (SPEC section 12)
+    s = ds[1]  # "b": exactly 17 frames is valid (docs/reference.md §12)
     assert s["video"].shape == (3, 17, 32, 48) and s["video"].dtype == torch.uint8
     assert s["t5_text_embeddings"].shape == (512, 32) and s["t5_text_mask"].shape == (512,)
     assert int(s["t5_text_mask"].sum()) == 5 and s["t5_text_embeddings"][5:].abs().sum() == 0

@@ -1,4 +1,4 @@
-"""Power EMA (SPEC 6) and the LoRA-only EMA."""
+"""Power EMA (docs/reference.md §6) and the LoRA-only EMA."""
 
 from __future__ import annotations
 

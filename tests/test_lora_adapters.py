@@ -1,4 +1,4 @@
-"""LoRA injection through PEFT: trainable counts (SPEC 7), base-model equivalence, adapter files and flag checks."""
+"""LoRA via PEFT: trainable counts (docs/reference.md §7), base-model equivalence, adapter files and flag checks."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def test_diffusers_export_matches_our_adapted_network(assets, tmp_path, monkeypa
     cfg = {k: v for k, v in diffusers_config(base).items() if not k.startswith("_")}
     model = CosmosTransformer3DModel(**cfg)
     model.load_state_dict(to_diffusers_state_dict(base.state_dict()), strict=True)
-    for module in model.modules():  # diffusers' q/k RMSNorm eps is 1e-5; the reference's is 1e-6 (SPEC 1)
+    for module in model.modules():  # diffusers' q/k RMSNorm eps is 1e-5; the reference's is 1e-6 (docs/reference.md §1)
         if module.__class__.__name__ == "RMSNorm":
             module.eps = 1e-6
     model.eval()

@@ -38,7 +38,7 @@ def _diffusers_model(net):
     cfg = {k: v for k, v in diffusers_config(net).items() if not k.startswith("_")}
     model = CosmosTransformer3DModel(**cfg)
     missing, unexpected = model.load_state_dict(to_diffusers_state_dict(net.state_dict()), strict=True)
-    for module in model.modules():  # diffusers' q/k RMSNorm eps is 1e-5; the reference uses 1e-6 (SPEC 1)
+    for module in model.modules():  # diffusers' q/k RMSNorm eps is 1e-5; the reference uses 1e-6 (docs/reference.md §1)
         if module.__class__.__name__ == "RMSNorm":
             module.eps = 1e-6
     return model.eval()

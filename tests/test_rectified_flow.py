@@ -1,4 +1,4 @@
-"""The rectified-flow denoiser, loss and sigma sampling against the formulas of SPEC section 2."""
+"""The rectified-flow denoiser, loss and sigma sampling against the formulas of docs/reference.md §2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reference sampler (SPEC 2) against an independent float64 implementation and closed-form toy denoisers."""
+"""The reference sampler (docs/reference.md §2) vs an independent float64 version and closed-form toy denoisers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cosmos_predict2.diffusion.sampler import (
 
 
 def _spec_sampler_numpy(x0_fn, x_init: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """SPEC 2 written out again in numpy float64, independently of the module under test."""
+    """docs/reference.md §2 written out again in numpy float64, independently of the module under test."""
     i = np.arange(n + 1) / n
     sig = (80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
     x, prev, calls = x_init.astype(np.float64), None, 0
@@ -74,7 +74,7 @@ def test_matches_independent_spec_implementation(num_steps):
 
     ours = RectifiedFlowAB2Sampler(num_steps=num_steps).sample(x0_fn, x_init)
     ref, n_calls = _spec_sampler_numpy(_gaussian_x0(mu, s), x_init.double().numpy(), num_steps)
-    assert len(calls) == n_calls == num_steps + 1  # 35 steps -> 36 evaluations (SPEC 2)
+    assert len(calls) == n_calls == num_steps + 1  # 35 steps -> 36 evaluations (docs/reference.md §2)
     assert calls[-1] == pytest.approx(0.002)
     # ours passes x to x0_fn in fp32 (the network's input precision), the numpy reference keeps fp64.
     np.testing.assert_allclose(ours.double().numpy(), ref, rtol=1e-5, atol=1e-5)

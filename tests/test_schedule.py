@@ -1,4 +1,4 @@
-"""lambdalinear and constant schedules (SPEC 6), including the clamp past the last cycle."""
+"""lambdalinear and constant schedules (docs/reference.md §6), including the clamp past the last cycle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Embedding pickle IO (SPEC section 4) and the restricted unpickler (SPEC section 12)."""
+"""Embedding pickle IO (docs/reference.md §4) and the restricted unpickler (docs/reference.md §12)."""
 
 import os
 import pickle

@@ -1,4 +1,4 @@
-"""Video decoding (PyAV), the Video2World dataset, validation, and cached latents (SPEC section 5)."""
+"""Video decoding (PyAV), the Video2World dataset, validation, and cached latents (docs/reference.md §5)."""
 
 from cosmos_predict2.data.common import DataLoadWarning
 from cosmos_predict2.data.dataset import Dataset, get_sampler

@@ -1,4 +1,4 @@
-"""The Video2World training dataset (SPEC section 5) and its distributed sampler."""
+"""The Video2World training dataset (docs/reference.md §5) and its distributed sampler."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cosmos_predict2.data.video import RESIZE_MODES, VideoReadError, load_clip, 
 
 
 class Dataset(RetryingDataset):
-    """`dataset_dir/{videos,metas,t5_xxl}` -> sample dicts (SPEC section 5).
+    """`dataset_dir/{videos,metas,t5_xxl}` -> sample dicts (docs/reference.md §5).
 
     Each item is a contiguous window of `num_frames` frames at a random start (a clip of exactly num_frames
     frames is valid), resized to video_size = (H, W):
@@ -120,7 +120,7 @@ def get_sampler(
     rank: int | None = None,
     context_parallel_size: int = 1,
 ) -> DistributedSampler:
-    """DistributedSampler(shuffle=True, seed=0) over the data-parallel group (SPEC section 5).
+    """DistributedSampler(shuffle=True, seed=0) over the data-parallel group (docs/reference.md §5).
 
     Without torch.distributed initialised this is one replica at rank 0. With context parallelism, the ranks of
     one CP group (assumed contiguous: ranks r*cp .. r*cp+cp-1) must read the same sample, so the data-parallel

@@ -17,7 +17,7 @@ ON_INVALID_CHOICES = ("raise", "skip")
 
 @dataclass
 class SampleFiles:
-    """The files of one training sample (SPEC section 5 layout)."""
+    """The files of one training sample (docs/reference.md §5 layout)."""
 
     stem: str
     video: Path

@@ -1,4 +1,4 @@
-"""Rectified flow in EDM notation (SPEC section 2): preconditioning, the conditioned denoiser and the loss.
+"""Rectified flow in EDM notation (docs/reference.md §2): preconditioning, the conditioned denoiser and the loss.
 
 x_sigma = x0 + sigma * eps, t = sigma / (1 + sigma); c_in = c_skip = 1 - t, c_out = -t, c_noise = t.
 The network input is c_in * x_sigma = (1 - t) x0 + t eps and x0_hat = c_skip x_sigma + c_out F, so the
@@ -64,7 +64,7 @@ def denoise(
     shared_input_repeats: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (x0_hat, F) in fp32. Conditioning frames enter the network clean with t(sigma_conditional) and are
-    copied into x0_hat unchanged (SPEC 2, "Conditioning frames").
+    copied into x0_hat unchanged (docs/reference.md §2, "Conditioning frames").
 
     shared_input_repeats=k: the batch is k copies of the same inputs that differ only in the text embedding (a
     guidance batch); passed to the network, which then computes its text-independent first layers once."""
@@ -112,7 +112,7 @@ def video2world_loss(
     loss_scale: float = 10.0,
     sigma_conditional: float = SIGMA_CONDITIONAL,
 ) -> tuple[torch.Tensor, dict]:
-    """loss_scale * mean over B,C,T,H,W of w(sigma) (x0 - x0_hat)^2 in fp32 (SPEC 2). Conditioning frames
+    """loss_scale * mean over B,C,T,H,W of w(sigma) (x0 - x0_hat)^2 in fp32 (docs/reference.md §2). Conditioning frames
     contribute exactly 0 but count in the mean, as in the reference."""
     x0 = x0_B_C_T_H_W.float()
     sigma = sigma_B.float()
@@ -125,7 +125,7 @@ def video2world_loss(
 
 @dataclass
 class SigmaSampler:
-    """Training noise levels (SPEC 2): log sigma ~ N(p_mean, p_std); videos scale sigma by sqrt(T_latent);
+    """Training noise levels (docs/reference.md §2): log sigma ~ N(p_mean, p_std); videos scale sigma by sqrt(T_latent);
     with probability high_sigma_ratio, sigma is replaced by a log-uniform draw in [high_sigma_min, high_sigma_max]."""
 
     p_mean: float = 0.0

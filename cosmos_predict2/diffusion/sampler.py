@@ -1,4 +1,4 @@
-"""The reference Video2World sampler (`RectifiedFlowAB2Scheduler`, SPEC section 2, "Sampling").
+"""The reference Video2World sampler (`RectifiedFlowAB2Scheduler`, docs/reference.md §2, "Sampling").
 
 Pure math over a callable `x0_fn(x_sigma, sigma) -> x0_hat`; the network, conditioning and guidance live in the
 callable (see `guided_x0_fn`), so the sampler can be tested against a toy denoiser with a closed-form answer.
@@ -58,7 +58,7 @@ def phi2(z: float) -> float:
 
 
 def multistep_coefficients(sigma_prev: float, sigma_cur: float, sigma_next: float) -> tuple[float, float, float]:
-    """(dt, b1, b2) of the 2nd-order exponential multistep update (SPEC 2): dt = log(sigma_i / sigma_{i+1}),
+    """(dt, b1, b2) of the 2nd-order multistep update (docs/reference.md §2): dt = log(sigma_i / sigma_{i+1}),
     c2 = (log sigma_i - log sigma_{i-1}) / dt, b2 = phi2(-dt) / c2, b1 = phi1(-dt) - b2."""
     dt = math.log(sigma_cur / sigma_next)
     c2 = (math.log(sigma_cur) - math.log(sigma_prev)) / dt
@@ -118,7 +118,7 @@ class RectifiedFlowAB2Sampler:
 
 
 def guidance_combine(x0_cond: torch.Tensor, x0_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance in x0 space (SPEC 2): x0 = x0_c + g (x0_c - x0_u)."""
+    """Classifier-free guidance in x0 space (docs/reference.md §2): x0 = x0_c + g (x0_c - x0_u)."""
     return x0_cond + guidance * (x0_cond - x0_uncond)
 
 

@@ -1,4 +1,4 @@
-"""Command line shared by examples/video2world.py and examples/video2world_lora.py (SPEC section 9 flags)."""
+"""Command line shared by examples/video2world.py and examples/video2world_lora.py (docs/reference.md §9 flags)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conditioning input (SPEC section 2): an image gives 1 pixel frame, a video its LAST 1 or 5 frames; frames are
+"""Conditioning input (docs/reference.md §2): an image gives 1 pixel frame, a video its LAST 1 or 5 frames; frames are
 resized to cover the target and centre-cropped, then padded to the generated length before VAE encoding."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def load_conditioning_frames(
 
 def build_input_video(frames_3_n_H_W: torch.Tensor, num_frames: int, is_image: bool) -> torch.Tensor:
     """The [1, 3, num_frames, H, W] uint8 tensor the VAE encodes: the conditioning frames, then black frames
-    (image input) or repeats of the last frame (video input), as the reference builds it (SPEC 2)."""
+    (image input) or repeats of the last frame (video input), as the reference builds it (docs/reference.md §2)."""
     _, n, H, W = frames_3_n_H_W.shape
     if n > num_frames:
         raise InferenceInputError(f"{n} conditioning frames do not fit in {num_frames} generated frames")

@@ -1,11 +1,11 @@
-"""Fixed choices of the reference inference scripts (SPEC sections 2, 5 and 9): resolutions, frame counts, paths and
+"""Fixed choices of the reference inference scripts (docs/reference.md §2, §5, §9): resolutions, frame counts, paths and
 the default negative prompt."""
 
 from __future__ import annotations
 
 from cosmos_predict2.tokenizers import check_frame_count
 
-# SPEC 5, (W, H) per resolution and aspect ratio.
+# docs/reference.md §5, (W, H) per resolution and aspect ratio.
 RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {
     "720": {"16:9": (1280, 704), "4:3": (960, 704), "1:1": (960, 960), "3:4": (704, 960), "9:16": (704, 1280)},
     "480": {"16:9": (768, 432), "4:3": (640, 480), "1:1": (480, 480), "3:4": (480, 640), "9:16": (432, 768)},
@@ -45,7 +45,7 @@ DEFAULT_T5_PATH = "checkpoints/google-t5/t5-11b"
 
 
 def video_size_hw(resolution: str, aspect_ratio: str) -> tuple[int, int]:
-    """(H, W) of the generated video for a --resolution / --aspect_ratio pair (SPEC 5 table is W x H)."""
+    """(H, W) of the generated video for a --resolution / --aspect_ratio pair (docs/reference.md §5 table is W x H)."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"--resolution must be one of {sorted(RESOLUTIONS)}, got {resolution!r}")
     if aspect_ratio not in RESOLUTIONS[resolution]:

@@ -1,5 +1,5 @@
 """Loading the DiT for inference: a base checkpoint, one of our adapter checkpoints (adapters + their config, the
-base from the recorded path), or a reference LoRA checkpoint (the whole adapted network; SPEC sections 7, 8, 12)."""
+base from the recorded path), or a reference LoRA checkpoint (whole adapted network; docs/reference.md §7, §8, §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Video2World generation pipeline (SPEC section 2): text -> T5 embedding, conditioning frames -> VAE latents,
+"""The Video2World generation pipeline (docs/reference.md §2): text -> T5 embedding, conditioning frames -> VAE latents,
 the reference sampler with guidance in x0 space over the DiT, VAE decode."""
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ class Video2WorldPipeline:
             x_kB, sigma_kB = x_B.repeat(k, 1, 1, 1, 1), sigma_B.repeat(k)
             kB = x_kB.shape[0]
             counter["forwards"] += kB
-            # Pixel-space padding mask, all zeros (no padding), as in training (SPEC 5).
+            # Pixel-space padding mask, all zeros (no padding), as in training (docs/reference.md §5).
             padding_kB_1_H_W = x_kB.new_zeros(kB, 1, H * 8, W * 8)
             condition = Video2WorldCondition(
                 emb_kB_L_D,

@@ -1,4 +1,4 @@
-"""Guardrail and prompt refiner (SPEC section 9 flags). They are separate NVIDIA models (Cosmos-Guardrail1 and
+"""Guardrail and prompt refiner (docs/reference.md §9 flags). They are separate NVIDIA models (Cosmos-Guardrail1 and
 Cosmos-Reason1-7B) that this toolkit does not implement yet; enabling one fails with a message naming the flag that
 turns it off, instead of generating without the check the user asked for."""
 

@@ -3,7 +3,7 @@
 - PEFT folder: `adapter_config.json` + `adapter_model.safetensors` (keys `base_model.model.<module>.lora_A.weight`),
   for `peft.PeftModel.from_pretrained` / `set_peft_model_state_dict` over our MinimalV1LVGDiT.
 - diffusers: `pytorch_lora_weights.safetensors` with keys `transformer.<diffusers module>.lora_A.weight` (module
-  names mapped as in SPEC 1, e.g. `blocks.0.self_attn.q_proj` -> `transformer_blocks.0.attn1.to_q`) and the LoRA
+  names as in docs/reference.md §1, e.g. `blocks.0.self_attn.q_proj` -> `transformer_blocks.0.attn1.to_q`) and the LoRA
   config in the safetensors metadata (`lora_adapter_metadata`), so rank and alpha travel with the file:
   `CosmosTransformer3DModel.load_lora_adapter(folder, weight_name="pytorch_lora_weights.safetensors")`, or
   `Cosmos2VideoToWorldPipeline.load_lora_weights(folder)`.

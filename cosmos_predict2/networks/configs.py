@@ -1,4 +1,4 @@
-"""Named network sizes (SPEC section 1) and a builder that can construct them on the meta device."""
+"""Named network sizes (docs/reference.md §1) and a builder that can construct them on the meta device."""
 
 from __future__ import annotations
 

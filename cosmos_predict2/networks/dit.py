@@ -1,4 +1,4 @@
-"""The Cosmos-Predict2 Video2World diffusion transformer (SPEC section 1).
+"""The Cosmos-Predict2 Video2World diffusion transformer (docs/reference.md §1).
 
 One readable file: patch embedding, timestep embedding, 3D RoPE, the DiT block with per-frame adaLN
 modulation ("adaLN-LoRA"), the final layer and unpatchify. Module and parameter names are exactly the
@@ -76,7 +76,7 @@ def _rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
 def rms_norm_rope(
     x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
-    """Per-head RMSNorm then rotate-half RoPE, both in fp32, result in x's dtype (SPEC 1, step 5)."""
+    """Per-head RMSNorm then rotate-half RoPE, both in fp32, result in x's dtype (docs/reference.md §1, step 5)."""
     x = _rms_norm_fp32(x_B_L_H_D, weight, eps)
     return (x * cos + rotate_half(x) * sin).to(x_B_L_H_D.dtype)
 
@@ -92,7 +92,7 @@ def rms_norm(x_B_L_H_D: torch.Tensor, weight: torch.Tensor, eps: float) -> torch
 
 
 class Patchify(nn.Module):
-    """[B, C, T, H, W] -> [B, T', H', W', C*pt*p*p], features ordered (C, t, p1, p2) (SPEC 1, step 2)."""
+    """[B, C, T, H, W] -> [B, T', H', W', C*pt*p*p], features ordered (C, t, p1, p2) (docs/reference.md §1, step 2)."""
 
     def __init__(self, patch_spatial: int, patch_temporal: int) -> None:
         super().__init__()
@@ -121,7 +121,7 @@ class PatchEmbed(nn.Module):
 
 
 class Timesteps(nn.Module):
-    """Sinusoidal features of t in fp32, ordered [cos, sin] (SPEC 1, step 3)."""
+    """Sinusoidal features of t in fp32, ordered [cos, sin] (docs/reference.md §1, step 3)."""
 
     def __init__(self, num_channels: int) -> None:
         super().__init__()
@@ -147,7 +147,7 @@ class TimestepEmbedding(nn.Module):
 
 
 class VideoRopePosition3DEmb(nn.Module):
-    """3D rotary position angles (SPEC 1, "3D RoPE").
+    """3D rotary position angles (docs/reference.md §1, "3D RoPE").
 
     Holds no parameters or persistent buffers (the reference's `seq`/`*_range` buffers in checkpoint files are
     ignored on load). Tables are computed once per latent size and cached: the forward pass only looks them up.
@@ -224,7 +224,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with per-head q/k RMSNorm; RoPE for self-attention only; no mask (SPEC 1, step 5)."""
+    """Attention with per-head q/k RMSNorm; RoPE for self-attention only; no mask (docs/reference.md §1, step 5)."""
 
     def __init__(self, query_dim: int, context_dim: int | None, n_heads: int, head_dim: int) -> None:
         super().__init__()
@@ -286,7 +286,7 @@ def adaln_modulation(model_channels: int, adaln_lora_dim: int, n_chunks: int, us
 
 
 class Block(nn.Module):
-    """x = x + gate * SubLayer(LN(x) * (1 + scale) + shift) for self-attn, cross-attn and MLP (SPEC 1, step 4)."""
+    """x = x + gate * SubLayer(LN(x) * (1 + scale) + shift), 3 sub-layers (docs/reference.md §1, step 4)."""
 
     def __init__(
         self,
@@ -472,7 +472,7 @@ class MiniTrainDIT(nn.Module):
         return torch.cat([x_B_C_T_H_W, mask], dim=1)
 
     def unpatchify(self, y_B_T_S_F: torch.Tensor, T: int, H: int, W: int) -> torch.Tensor:
-        """Output features are ordered (p1, p2, t, C): NOT the inverse of the input order (SPEC 1, step 7)."""
+        """Output features ordered (p1, p2, t, C): NOT the inverse of the input order (docs/reference.md §1, step 7)."""
         B = y_B_T_S_F.shape[0]
         p, pt = self.patch_spatial, self.patch_temporal
         y = y_B_T_S_F.reshape(B, T, H, W, p, p, pt, self.out_channels)
@@ -503,7 +503,7 @@ class MiniTrainDIT(nn.Module):
         Everything before the first cross-attention (patch and timestep embedding, the first block's
         self-attention) then runs once on the B/k distinct rows: 1 of the 28 self-attentions saved per extra
         copy, ~1.6% of a 720p forward, with the same result."""
-        del fps, kwargs  # fps modulation of RoPE is off for every released model (SPEC 1)
+        del fps, kwargs  # fps modulation of RoPE is off for every released model (docs/reference.md §1)
         dtype = self.x_embedder.proj[1].weight.dtype
         repeats = shared_input_repeats
         if repeats > 1:
@@ -531,13 +531,15 @@ class MiniTrainDIT(nn.Module):
         sinusoid_B_T_D = self.t_embedder[0](timesteps_B_T)
         if self.use_adaln_lora:
             adaln_lora_B_T_3D = self.t_embedder[1](sinusoid_B_T_D.to(dtype))
-            emb_B_T_D = self.t_embedding_norm(sinusoid_B_T_D).to(dtype)  # the normalised raw sinusoid (SPEC 1, 3)
+            # the embedding is the normalised raw sinusoid (docs/reference.md §1, step 3)
+            emb_B_T_D = self.t_embedding_norm(sinusoid_B_T_D).to(dtype)
         else:
             adaln_lora_B_T_3D = None
             emb_B_T_D = self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype)))
 
         t_offset = 0
-        if self.frame_split is not None:  # this rank keeps its share of the frames (context parallelism, SPEC 10)
+        # Context parallelism (docs/reference.md §10): this rank keeps its share of the frames.
+        if self.frame_split is not None:
             t_offset, (x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D) = self.frame_split.split(
                 x_B_T_H_W_D, emb_B_T_D, adaln_lora_B_T_3D
             )

@@ -1,4 +1,4 @@
-"""Loading and exporting DiT weights: reference `.pt` files and the diffusers format (SPEC sections 1 and 8).
+"""Loading and exporting DiT weights: reference `.pt` files and the diffusers format (docs/reference.md §1 and §8).
 
 Reference files are flat dicts (`net.<name>` for the weights, `net_ema.<name>` for the EMA copy; the released
 `model-*.pt` hold EMA weights under `net.`). They are read with `torch.load(weights_only=True, mmap=True)`
@@ -85,7 +85,7 @@ def load_reference_weights(
 # diffusers format
 # ----------------------------------------------------------------------------------------------------------
 
-# (ours, diffusers) substring pairs applied in this order (SPEC section 1); the reverse map applies them
+# (ours, diffusers) substring pairs applied in this order (docs/reference.md §1); the reverse map applies them
 # reversed. No tensor is transformed.
 DIFFUSERS_RENAMES: list[tuple[str, str]] = [
     ("t_embedder.1", "time_embed.t_embedder"),

@@ -1,4 +1,4 @@
-"""Processes, devices and parallelism (SPEC section 10), applied to a plain network from outside.
+"""Processes, devices and parallelism (docs/reference.md §10), applied to a plain network from outside.
 
 `init_distributed()` is the one process setup for training, inference, T5 and the VAE: one process gets rank 0 of
 1 and its device; under `torchrun` it joins the process group (NCCL on GPUs, gloo on CPUs). `parallelize_net()`

@@ -1,4 +1,4 @@
-"""Context parallelism for the DiT (SPEC section 10): the latent is split along T across the ranks of a CP group.
+"""Context parallelism for the DiT (docs/reference.md §10): the latent is split along T across the ranks of a CP group.
 
 Each rank runs the blocks on its T/cp frames. Self-attention needs every token, so q/k/v are exchanged with one
 all-to-all (Ulysses): each rank gets the whole sequence for num_heads/cp heads, runs SDPA, and a second

@@ -1,4 +1,4 @@
-"""T5 text encoder and the `t5_xxl/*.pickle` embedding files (SPEC section 4)."""
+"""T5 text encoder and the `t5_xxl/*.pickle` embedding files (docs/reference.md §4)."""
 
 from cosmos_predict2.text.embeddings import (
     MAX_TEXT_TOKENS,

@@ -1,8 +1,8 @@
-"""T5 embedding files `t5_xxl/<stem>.pickle` (SPEC section 4), read without executing code.
+"""T5 embedding files `t5_xxl/<stem>.pickle` (docs/reference.md §4), read without executing code.
 
 The file format is the reference's: a Python list of length 1 holding one numpy float16 array
 [n_tokens, D] (D = 1024 for T5-11B), trimmed (no padding rows). Pickle can run arbitrary code on load
-(SPEC section 12), so the reader uses a restricted unpickler that only rebuilds that structure.
+(docs/reference.md §12), so the reader uses a restricted unpickler that only rebuilds that structure.
 """
 
 from __future__ import annotations

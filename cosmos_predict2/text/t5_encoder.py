@@ -1,4 +1,4 @@
-"""T5 text encoder (SPEC section 4): `google-t5/t5-11b` (d_model 1024) loaded from a local folder."""
+"""T5 text encoder (docs/reference.md §4): `google-t5/t5-11b` (d_model 1024) loaded from a local folder."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class T5TextEncoder:
         finally:
             if self.offload_after_use:
                 self.model.to("cpu")
-        # Count includes `</s>`; every row from the count onward is zeroed (SPEC section 4), so padding rows
+        # Count includes `</s>`; every row from the count onward is zeroed (docs/reference.md §4), so padding rows
         # carry no signal into cross-attention, which has no mask.
         lengths_B = mask_B_L.sum(dim=1)
         keep_B_L = torch.arange(self.max_length, device=self.device)[None, :] < lengths_B[:, None]

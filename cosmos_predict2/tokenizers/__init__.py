@@ -1,4 +1,4 @@
-"""The Wan2.1 VAE tokenizer (diffusers AutoencoderKLWan) with Cosmos latent normalisation (SPEC section 3)."""
+"""The Wan2.1 VAE tokenizer (diffusers AutoencoderKLWan) with Cosmos latent normalisation (docs/reference.md §3)."""
 
 from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict
 from cosmos_predict2.tokenizers.wan_vae import (

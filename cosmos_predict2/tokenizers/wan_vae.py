@@ -1,4 +1,4 @@
-"""Wan2.1 VAE tokenizer (SPEC section 3) on diffusers' AutoencoderKLWan, with Cosmos latent normalisation."""
+"""Wan2.1 VAE tokenizer (docs/reference.md §3) on diffusers' AutoencoderKLWan, with Cosmos latent normalisation."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cosmos_predict2.io import check_keys, safe_load
 from cosmos_predict2.parallel import resolve_device
 from cosmos_predict2.tokenizers.wan_keys import VAEKeyError, convert_wan_state_dict
 
-# SPEC section 3: per-channel statistics of the posterior mean; z = (mu - mean) / std.
+# docs/reference.md §3: per-channel statistics of the posterior mean; z = (mu - mean) / std.
 LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                 0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]  # fmt: skip
 LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
@@ -56,7 +56,7 @@ def state_dict_identity(state_dict: dict[str, torch.Tensor], config: dict[str, A
 
 
 def _read_pth_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    obj = safe_load(path, what="VAE weights")  # SPEC section 12: never run pickled code
+    obj = safe_load(path, what="VAE weights")  # docs/reference.md §12: never run pickled code
     for wrapper in ("state_dict", "model"):  # some exports nest the weights one level down
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -151,7 +151,7 @@ class WanVAETokenizer:
         if h % SPATIAL_COMPRESSION or w % SPATIAL_COMPRESSION:
             raise ValueError(f"height and width must be multiples of {SPATIAL_COMPRESSION}, got {h}x{w}")
         x = video_B_3_T_H_W.to(self.device)
-        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # SPEC section 3: x/127.5 - 1
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # docs/reference.md §3: x/127.5 - 1
         return x.to(self.dtype)
 
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Power EMA of the trained weights (SPEC section 6).
+"""Power EMA of the trained weights (docs/reference.md §6).
 
 beta(n) = (1 - 1/(n+1))^(gamma+1), gamma the largest real root of x^3 + 7x^2 + (16 - s^-2)x + (12 - s^-2)
 for rate s (0.1 -> gamma = 6.9372); ema = beta * ema + (1 - beta) * net, beta(0) = 0.

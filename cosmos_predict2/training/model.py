@@ -1,5 +1,5 @@
 """The Video2World training model: the DiT (optionally with LoRA), the VAE for on-the-fly latents, the EMA, and
-the training step of SPEC section 2.
+the training step of docs/reference.md §2.
 
 Precision policy:
   - LoRA: the frozen base in `precision` (bf16 on GPU), adapters fp32, no autocast (PEFT casts the adapter
@@ -197,7 +197,7 @@ class Video2WorldModel(nn.Module):
         return self.tokenizer.encode(batch["video"].to(self.device, non_blocking=True)).float()
 
     def training_step(self, batch: dict, iteration: int) -> tuple[torch.Tensor, dict]:
-        """One SPEC-2 loss evaluation (forward only; the trainer does backward/step)."""
+        """One loss evaluation of docs/reference.md §2 (forward only; the trainer does backward/step)."""
         c = self.config
         assert self.net is not None, "call setup() first"
         x0_B_C_T_H_W = self.get_latents(batch)
@@ -227,7 +227,7 @@ class Video2WorldModel(nn.Module):
             crossattn_emb_B_L_D=text_B_L_D,
             gt_latents_B_C_T_H_W=x0_B_C_T_H_W,
             condition_mask_B_1_T_H_W=conditioning_mask(n_cond_B, x0_B_C_T_H_W.shape),
-            fps=None,  # fps modulation of RoPE is off for every released model (SPEC 1)
+            fps=None,  # fps modulation of RoPE is off for every released model (docs/reference.md §1)
             padding_mask=padding.to(self.device) if padding is not None else None,
         )
         autocast = (not self.is_lora) and self.compute_dtype != torch.float32

@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedules and gradient clipping (SPEC section 6).
+"""Optimizer, learning-rate schedules and gradient clipping (docs/reference.md §6).
 
 The `fusedadamw` group: AdamW, lr 1e-4, weight_decay 0.1, betas (0.9, 0.99), eps 1e-8, fused kernel on CUDA.
 Master weights are fp32: LoRA adapters are created in fp32, and full fine-tuning keeps the trainable network in
@@ -39,7 +39,7 @@ def build_optimizer(
 
 
 class LambdaLinearScheduler:
-    """Piecewise-linear lr factor over cycles laid end to end (SPEC 6, `lambdalinear`).
+    """Piecewise-linear lr factor over cycles laid end to end (docs/reference.md §6, `lambdalinear`).
 
     In cycle c at local step n' with warm-up W and length L:
         n' < W:  f = f_start + (f_max - f_start) * n' / W

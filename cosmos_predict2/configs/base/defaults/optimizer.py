@@ -1,4 +1,4 @@
-"""Group `optimizer`: `fusedadamw` (AdamW, fused on CUDA, fp32 master weights; SPEC 6)."""
+"""Group `optimizer`: `fusedadamw` (AdamW, fused on CUDA, fp32 master weights; docs/reference.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Group `scheduler`: `lambdalinear` (SPEC 6 defaults) and `constant`. Values are lr factors (lr = base_lr * f)."""
+"""Group `scheduler`: `lambdalinear` (docs/reference.md §6 defaults), `constant`; lr = base_lr * factor."""
 
 from __future__ import annotations
 

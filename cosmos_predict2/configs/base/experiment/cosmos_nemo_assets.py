@@ -1,4 +1,4 @@
-"""Cosmos-NeMo-Assets experiments: LoRA with the guide's values (SPEC 7, 12) and the full fine-tuning counterparts.
+"""Cosmos-NeMo-Assets experiments: LoRA with the guide's values (docs/reference.md §7, §12) and full fine-tuning.
 
     torchrun --nproc_per_node=8 -m scripts.train --config=cosmos_predict2/configs/base/config.py -- \
         experiment=predict2_video2world_lora_training_2b_cosmos_nemo_assets
@@ -62,7 +62,7 @@ predict2_video2world_lora_training_2b_cosmos_nemo_assets = dict(
     dataloader_train=nemo_dataloader(batch_size=2),  # LoRA's small memory footprint allows batch 2
     trainer=dict(distributed_parallelism="fsdp", callbacks=dict(iter_speed=dict(hit_thres=10)), max_iter=2000),
     checkpoint=dict(save_iter=400),
-    optimizer=dict(lr=2 ** (-10)),  # the guide's LoRA lr (the reference file's 2^-14.5 learns nothing; SPEC 12)
+    optimizer=dict(lr=2 ** (-10)),  # the guide's LoRA lr (reference's 2^-14.5 learns nothing; docs/reference.md §12)
     scheduler=dict(warm_up_steps=[0], cycle_lengths=[2_000], f_max=[0.6], f_min=[0.0]),
 )
 

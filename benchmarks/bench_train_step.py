@@ -1,4 +1,4 @@
-"""One LoRA training step of the 2B Video2World model: ours vs the diffusers + PEFT peer, same run, same inputs.
+"""One LoRA training step of the 2B or 14B Video2World model: ours vs the diffusers + PEFT peer, same inputs.
 
 Ours: the real trainer pieces (training_step with the docs/reference.md §2 sigma/conditioning/dropout, backward,
 clip at 1.0, fused AdamW, LoRA-only EMA), LoRA r16 on q/k/v/output_proj + mlp, bf16 base, fp32 adapters, random
@@ -10,6 +10,10 @@ inputs, plain MSE on the velocity, AdamW on adapters (docs/reference.md §11: 16
     python benchmarks/bench_train_step.py                    # CUDA: 480p and 720p; JSON to $OUT/bench_train_step.json
     python benchmarks/bench_train_step.py --tiny             # CPU smoke check of the script
     python benchmarks/bench_train_step.py --resolutions 720p --no-peer --reps 5
+    python benchmarks/bench_train_step.py --model_size 14B --lora_rank 32 --checkpointing full --no-peer
+
+On CUDA every row runs in its own fresh process (`--isolate`, the default there): in one process a later contender
+inherits the earlier one's kernel choices and allocator state (the peer measured 26.1 s after ours and 16.75 s alone).
 """
 
 from __future__ import annotations
@@ -57,7 +61,12 @@ def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, 
         sync(device)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    if device.type == "cuda":
+        MEMORY["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     return statistics.median(times), peak
+
+
+MEMORY: dict = {}  # peak reserved memory of the last measurement (CUDA)
 
 
 def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dict:
@@ -70,8 +79,9 @@ def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dic
     }
 
 
-def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict) -> tuple[float, float]:
-    cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=16, lora_alpha=16,
+def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict,
+         rank: int = 16) -> tuple[float, float]:
+    cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=rank, lora_alpha=rank,
                             lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
                             tokenizer_type="tiny_random", hash_base_checkpoint=False)  # fmt: skip
     model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
@@ -95,7 +105,7 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
     return measure(step, warmup, reps, device)  # everything is freed when this frame goes (see free_memory)
 
 
-def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[float, float]:
+def peer(size: str, shape, device, dtype: str, warmup: int, reps: int, rank: int = 16) -> tuple[float, float]:
     from diffusers import CosmosTransformer3DModel
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -110,7 +120,7 @@ def peer(size: str, shape, device, dtype: str, warmup: int, reps: int) -> tuple[
     with torch.device(device):
         net = CosmosTransformer3DModel(**cfg).to(torch_dtype)  # random weights: speed does not depend on values
     net.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, target_modules=PEER_TARGETS, lora_dropout=0.0), net)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=PEER_TARGETS, lora_dropout=0.0), net)
     for n, p in net.named_parameters():
         if ".lora_" in n:
             p.requires_grad_(True)
@@ -147,9 +157,45 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def run_row(args, row: dict, device: torch.device, size: str, dtype: str, details: dict) -> dict:
+    """One measurement in this process: ours with a backend/checkpointing, or the peer."""
+    shape = LATENT_SHAPES[row["resolution"]]
+    net_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    if row["impl"] == "peer":
+        impl = f"peer diffusers+PEFT r{args.lora_rank} ckpt"
+        measure_row = lambda: peer(size, shape, device, dtype, args.warmup, args.reps, args.lora_rank)  # noqa: E731
+    else:
+        set_attention_backend(row["backend"])
+        impl = f"ours r{args.lora_rank} ckpt={row['ckpt']} attn={attention_backend_for(device, net_dtype, True)}"
+        measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
+                                   details, args.lora_rank)
+    try:
+        sec, peak = measure_row()
+    except torch.OutOfMemoryError:
+        sec, peak = None, "OOM"
+    free_memory(device)
+    return {"resolution": row["resolution"], "impl": impl, "s_per_step": sec, "peak_gib": peak,
+            "peak_reserved_gib": MEMORY.get("peak_reserved_gib")}  # fmt: skip
+
+
+def run_isolated(argv: list[str], row: dict) -> dict:
+    """The same script for one row in a fresh Python process (see the module docstring)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, __file__, *argv, "--row", json.dumps(row)], capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+    if proc.returncode != 0 or not lines:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        return {"resolution": row["resolution"], "impl": str(row), "s_per_step": None, "peak_gib": "failed"}
+    return json.loads(lines[-1][4:])
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke check with the tiny network")
+    ap.add_argument("--model_size", default="2B", choices=("2B", "14B"))
+    ap.add_argument("--lora_rank", type=int, default=16)
     ap.add_argument("--resolutions", default="480p,720p")
     ap.add_argument("--checkpointing", default="selective,full")
     ap.add_argument("--no-peer", action="store_true")
@@ -157,48 +203,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--attn_backends", default="best",
                     help="comma list of attention backends to time ours under (e.g. cudnn,fa4); default: best")
+    ap.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
+                    help="each row in a fresh process (auto: on CUDA)")
+    ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row and print it
     args = ap.parse_args(argv)
 
     if args.tiny:
         device, size, dtype, resolutions = torch.device("cpu"), "tiny", "fp32", ["tiny"]
     else:
         if not torch.cuda.is_available():
-            sys.exit("CUDA is required for the 2B benchmark; use --tiny for a CPU smoke check")
-        device, size, dtype, resolutions = torch.device("cuda"), "2B", "bf16", args.resolutions.split(",")
-    rows, details = [], {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda"
-                         else "cpu", "model": size, "lora_rank": 16, "batch": 1}  # fmt: skip
-    for res in resolutions:
-        shape = LATENT_SHAPES[res]
-        for backend, ckpt in itertools.product(args.attn_backends.split(","), args.checkpointing.split(",")):
-            set_attention_backend(backend)
-            net_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-            impl = f"ours ckpt={ckpt} attn={attention_backend_for(device, net_dtype, needs_grad=True)}"
-            try:
-                sec, peak = ours(size, shape, ckpt, device, dtype, args.warmup, args.reps, details)
-                rows.append({"resolution": res, "impl": impl, "s_per_step": sec, "peak_gib": peak})
-            except torch.OutOfMemoryError:
-                rows.append({"resolution": res, "impl": impl, "s_per_step": None, "peak_gib": "OOM"})
-            free_memory(device)
-        if not args.no_peer:
-            try:
-                sec, peak = peer(size, shape, device, dtype, args.warmup, args.reps)
-                rows.append({"resolution": res, "impl": "peer diffusers+PEFT ckpt", "s_per_step": sec,
-                             "peak_gib": peak})  # fmt: skip
-            except torch.OutOfMemoryError:
-                rows.append({"resolution": res, "impl": "peer diffusers+PEFT ckpt", "s_per_step": None,
-                             "peak_gib": "OOM"})  # fmt: skip
-            free_memory(device)
+            sys.exit("CUDA is required for the 2B/14B benchmark; use --tiny for a CPU smoke check")
+        device, size, dtype, resolutions = torch.device("cuda"), args.model_size, "bf16", args.resolutions.split(",")
+    details = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda"
+               else "cpu", "model": size, "lora_rank": args.lora_rank, "batch": 1}  # fmt: skip
+    if args.row is not None:
+        print("ROW " + json.dumps({**run_row(args, json.loads(args.row), device, size, dtype, details),
+                                   "details": details}))  # fmt: skip
+        return
+    plan = [{"resolution": res, "impl": "ours", "backend": b, "ckpt": c} for res in resolutions
+            for b, c in itertools.product(args.attn_backends.split(","), args.checkpointing.split(","))]
+    plan += [] if args.no_peer else [{"resolution": res, "impl": "peer"} for res in resolutions]
+    isolate = args.isolate == "yes" or (args.isolate == "auto" and device.type == "cuda")
+    rows = []
+    for row in sorted(plan, key=lambda r: resolutions.index(r["resolution"])):
+        result = run_isolated(argv, row) if isolate else run_row(args, row, device, size, dtype, details)
+        details.update(result.pop("details", {}))
+        rows.append(result)
+        print(f"done: {result}", flush=True)
 
     out = os.environ.get("OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
     print(f"\n{details}")
-    print(f"{'res':<6} {'implementation':<38} {'s/step':>9} {'peak GiB':>9}")
+    print(f"{'res':<6} {'implementation':<40} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
     for r in rows:
         sec = f"{r['s_per_step']:.3f}" if r["s_per_step"] is not None else "-"
         peak = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f}"
-        print(f"{r['resolution']:<6} {r['impl']:<38} {sec:>9} {peak:>9}")
+        reserved = f"{r['peak_reserved_gib']:.1f}" if r.get("peak_reserved_gib") else "-"
+        print(f"{r['resolution']:<6} {r['impl']:<40} {sec:>9} {peak:>9} {reserved:>9}")
 
 
 if __name__ == "__main__":

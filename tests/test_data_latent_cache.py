@@ -186,7 +186,8 @@ def test_old_cache_without_the_new_fields_warns_once(cached, tmp_path):
 def test_tokenizer_sha256_of_files_and_folders(tmp_path):
     import hashlib
 
-    from cosmos_predict2.data.latent_cache import _file_sha256, tokenizer_sha256
+    from cosmos_predict2.data.latent_cache import tokenizer_sha256
+    from cosmos_predict2.io import _sha256 as _file_sha256  # the one memoised file hash
 
     weights = _fake_tokenizer_file(tmp_path / "tokenizer.pth")
     assert tokenizer_sha256(weights) == hashlib.sha256(b"weights v1").hexdigest()

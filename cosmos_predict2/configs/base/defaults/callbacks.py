@@ -1,4 +1,5 @@
-"""Group `callbacks`: `basic` = iteration speed, gradient clipping, loss/lr logging (training/callbacks.py)."""
+"""Group `callbacks`: `basic` = iteration speed, gradient clipping, progress bar, TensorBoard (built into monitors by
+training/monitors.py; `grad_clip` is read by the train step)."""
 
 from __future__ import annotations
 

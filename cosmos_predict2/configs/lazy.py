@@ -16,6 +16,7 @@ from typing import Any
 
 TARGET_KEY = "_target_"
 RECURSIVE_KEY = "_recursive_"
+ARGS_KEY = "_args_"  # positional arguments, as in Hydra's instantiate: L(ConcatDataset)([a, b])
 
 
 class LazyDict(dict):
@@ -70,13 +71,17 @@ def _plain(value: Any) -> Any:
 
 
 class LazyCall:
-    """`LazyCall(Dataset)(dataset_dir=..., num_frames=93)` -> {"_target_": "cosmos_predict2.data...Dataset", ...}."""
+    """`LazyCall(Dataset)(dataset_dir=..., num_frames=93)` -> {"_target_": "cosmos_predict2.data...Dataset", ...}.
+    Positional arguments are kept under `_args_` (the guide writes `L(ConcatDataset)([dataset_a, dataset_b])`)."""
 
     def __init__(self, target: Callable | str) -> None:
         self._target = target_path(target)
 
-    def __call__(self, **kwargs: Any) -> dict:
-        return {TARGET_KEY: self._target, **{k: _plain(v) for k, v in kwargs.items()}}
+    def __call__(self, *args: Any, **kwargs: Any) -> dict:
+        node = {TARGET_KEY: self._target, **{k: _plain(v) for k, v in kwargs.items()}}
+        if args:
+            node[ARGS_KEY] = [_plain(a) for a in args]
+        return node
 
 
 L = LazyCall
@@ -108,17 +113,19 @@ def instantiate(cfg: Any, **overrides: Any) -> Any:
     if not is_lazy(cfg):
         return cfg
     # Overridden arguments are not built from the config at all (e.g. a sampler's `dataset` given as an object).
-    kwargs = {k: v for k, v in cfg.items() if k not in (TARGET_KEY, RECURSIVE_KEY) and k not in overrides}
+    kwargs = {k: v for k, v in cfg.items() if k not in (TARGET_KEY, RECURSIVE_KEY, ARGS_KEY) and k not in overrides}
+    args = list(cfg.get(ARGS_KEY) or [])
     recursive = cfg.get(RECURSIVE_KEY, True)
     if recursive:
         kwargs = {k: instantiate(v) for k, v in kwargs.items()}
+        args = [instantiate(a) for a in args]
     kwargs.update(overrides)
     target = cfg[TARGET_KEY]
     fn = locate(target) if isinstance(target, str) else target
     if not callable(fn):
         raise TypeError(f"_target_ {target!r} is not callable")
     try:
-        return fn(**kwargs)
+        return fn(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"instantiating {target}: {e}") from e
 

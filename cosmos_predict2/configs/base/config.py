@@ -17,8 +17,13 @@ Root keys:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
+import warnings
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
 
 from cosmos_predict2.configs.base.defaults.callbacks import register_callbacks
 from cosmos_predict2.configs.base.defaults.checkpoint import register_checkpoint
@@ -82,15 +87,70 @@ def register_all() -> None:
     _REGISTERED = True
 
 
+class DuplicateExperimentError(ValueError):
+    """Two experiment files register the same experiment name (one would silently shadow the other)."""
+
+
 def import_experiments(package: str = "cosmos_predict2.configs.base.experiment") -> list[str]:
     """Import every module under `package` (recursively): each registers its experiments when imported, so a new
-    file dropped into configs/base/experiment/ is picked up without editing any list."""
+    file dropped into configs/base/experiment/ is picked up without editing any list.
+
+    A file that fails to import is reported (its name and error) and skipped: one broken user file must not take
+    every shipped experiment down with it. Two files registering the same experiment name is an error naming both.
+    """
     pkg = importlib.import_module(package)
-    names = []
-    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
-        importlib.import_module(info.name)
-        names.append(info.name)
+    names, origins = [], {}
+    with _recording_experiment_stores(origins) as current:
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
+            current["file"] = _module_file(info)
+            try:
+                importlib.import_module(info.name)
+            except DuplicateExperimentError:
+                raise
+            except Exception as e:  # a user's file: report it, keep the others
+                IMPORT_ERRORS[current["file"]] = f"{type(e).__name__}: {e}"
+                warnings.warn(f"experiment file {current['file']} failed to import ({type(e).__name__}: {e}); "
+                              "its experiments are unavailable, the other experiments load", stacklevel=1)
+                continue
+            names.append(info.name)
     return names
+
+
+IMPORT_ERRORS: dict[str, str] = {}  # experiment file -> why it could not be imported
+
+
+def _module_file(info: pkgutil.ModuleInfo) -> str:
+    path = Path(info.module_finder.path) / (info.name.rsplit(".", 1)[-1] + ("/__init__.py" if info.ispkg else ".py"))
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def _recording_experiment_stores(origins: dict[str, str]):
+    """Record which file stores each experiment name (users store with the guide's `cs.store` loop or
+    `register_experiments`), and refuse a second file storing a name already taken."""
+    cs = ConfigStore.instance()
+    original = cs.store
+    current = {"file": "?"}
+
+    def store(name, node, group=None, package=None, provider=None):
+        if group == "experiment":
+            key = name[: -len(".yaml")] if name.endswith(".yaml") else name
+            if origins.get(key, current["file"]) != current["file"]:
+                raise DuplicateExperimentError(
+                    f"experiment {key!r} is defined in both {origins[key]} and {current['file']}: rename one "
+                    "(the later file would silently replace the other)"
+                )
+            origins[key] = current["file"]
+        return original(name=name, node=node, group=group, package=package, provider=provider)
+
+    cs.store = store
+    try:
+        yield current
+    finally:
+        del cs.store  # back to the class's method
 
 
 def make_config() -> dict:

@@ -148,6 +148,19 @@ def test_shipped_experiment_values_are_pinned(name):
     assert cfg.trainer.callbacks.iter_speed.hit_thres == (2 if size == "tiny" else 10)
 
 
+def test_experiment_merge_is_deep_and_leaves_its_inputs_alone():
+    from cosmos_predict2.configs.base.experiment import merge
+
+    base = dict(job=dict(project="p", group="g"), scheduler=dict(f_max=[0.6], f_min=[0.0]), defaults=["a", "_self_"])
+    out = merge(base, dict(job=dict(name="n"), scheduler=dict(f_max=[0.25])), dict(defaults=["b"]))
+    assert out == dict(job=dict(project="p", group="g", name="n"), scheduler=dict(f_max=[0.25], f_min=[0.0]),
+                       defaults=["b"])  # fmt: skip
+    assert base == dict(job=dict(project="p", group="g"), scheduler=dict(f_max=[0.6], f_min=[0.0]),
+                        defaults=["a", "_self_"])  # fmt: skip
+    out["job"]["project"] = "changed"  # nested dicts are copies, so shared recipes cannot be edited through a result
+    assert base["job"]["project"] == "p"
+
+
 def test_overrides_apply_with_types():
     cfg = _compose("experiment=predict2_video2world_lora_training_tiny_example", "trainer.max_iter=7",
                    "model.config.lora_rank=4", "optimizer.lr=0.5", "model.config.lora_target_modules=q_proj,k_proj")

@@ -93,6 +93,74 @@ def test_every_shipped_experiment_composes(name):
     assert cfg.dataloader_train._target_.endswith("DataLoader")
 
 
+# The resolved values of every shipped experiment, as the guide and the reference files give them, so that a change
+# to the shared recipes (configs/base/experiment/recipes.py) cannot move one experiment's values unnoticed.
+# name: (job.group, job.name, model_size, lora rank = alpha or None for full FT, lr, weight_decay, max_iter,
+#        save_iter, batch_size, dataset_dir, context_parallel_size, scheduler (warm_up, cycle, f_max, f_min))
+NEMO, CUSTOM_LORA, CUSTOM = "datasets/cosmos_nemo_assets", "datasets/custom_video2world_lora_dataset", \
+    "datasets/custom_video2world_dataset"  # fmt: skip
+LORA_2B_SCHED, LORA_14B_SCHED = (0, 2000, 0.6, 0.0), (0, 1500, 0.6, 0.0)
+FULL_2B_SCHED, FULL_14B_SCHED = (2000, 400_000, 0.6, 0.3), (2000, 40_000, 0.25, 0.1)
+TINY_SCHED = (0, 1000, 1.0, 1.0)
+SHIPPED = {
+    "predict2_video2world_lora_training_2b_cosmos_nemo_assets":
+        ("video2world_lora", "2b_cosmos_nemo_assets", "2B", 16, 2**-10, 0.1, 2000, 400, 2, NEMO, 2, LORA_2B_SCHED),
+    "predict2_video2world_lora_training_14b_cosmos_nemo_assets":
+        ("video2world_lora", "14b_cosmos_nemo_assets", "14B", 32, 2**-11, 0.1, 1500, 300, 2, NEMO, 8, LORA_14B_SCHED),
+    "predict2_video2world_lora_training_2b_custom_data":
+        ("video2world_lora", "2b_custom_data", "2B", 16, 2**-10, 0.1, 2000, 400, 2, CUSTOM_LORA, 2, LORA_2B_SCHED),
+    "predict2_video2world_lora_training_14b_custom_data":
+        ("video2world_lora", "14b_custom_data", "14B", 32, 2**-11, 0.1, 1500, 300, 2, CUSTOM_LORA, 4, LORA_14B_SCHED),
+    "predict2_video2world_training_2b_cosmos_nemo_assets":
+        ("video2world", "2b_cosmos_nemo_assets", "2B", None, 2**-14.5, 0.1, 1000, 500, 1, NEMO, 2, FULL_2B_SCHED),
+    "predict2_video2world_training_14b_cosmos_nemo_assets":
+        ("video2world", "14b_cosmos_nemo_assets", "14B", None, 2**-14.5, 0.2, 1000, 500, 1, NEMO, 8, FULL_14B_SCHED),
+    "predict2_video2world_training_2b_custom_data":
+        ("video2world", "2b_custom_data", "2B", None, 2**-14.5, 0.1, 1000, 500, 1, CUSTOM, 2, FULL_2B_SCHED),
+    "predict2_video2world_training_14b_custom_data":
+        ("video2world", "14b_custom_data", "14B", None, 2**-14.5, 0.2, 1000, 500, 1, CUSTOM, 8, FULL_14B_SCHED),
+    "predict2_video2world_lora_training_tiny_example":
+        ("video2world_lora", "tiny_example", "tiny", 8, 2**-8, 0.0, 20, 10, 2, "datasets/tiny_example", 1, TINY_SCHED),
+    "predict2_video2world_training_tiny_example":
+        ("video2world", "tiny_example", "tiny", None, 2**-10, 0.0, 20, 10, 2, "datasets/tiny_example", 1, TINY_SCHED),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_experiment_values_are_pinned(name):
+    group, job_name, size, rank, lr, wd, max_iter, save_iter, batch, data_dir, cp, sched = SHIPPED[name]
+    cfg = _compose(f"experiment={name}")
+    m, data = cfg.model.config, cfg.dataloader_train
+    assert (cfg.job.project, cfg.job.group, cfg.job.name) == ("posttraining", group, job_name)
+    assert m.model_size == size and m.train_architecture == ("full" if rank is None else "lora")
+    if rank is not None:
+        assert (m.lora_rank, m.lora_alpha, m.init_lora_weights) == (rank, rank, True)
+        assert m.lora_target_modules == "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (lr, wd)
+    assert (cfg.trainer.max_iter, cfg.checkpoint.save_iter, data.batch_size) == (max_iter, save_iter, batch)
+    assert data.dataset.dataset_dir == data_dir and data.sampler.dataset.dataset_dir == data_dir
+    frames, hw = (9, [64, 64]) if size == "tiny" else (93, [704, 1280])
+    assert (data.dataset.num_frames, list(data.dataset.video_size), data.drop_last) == (frames, hw, True)
+    assert cfg.model_parallel.context_parallel_size == cp
+    s = cfg.scheduler
+    assert (*s.warm_up_steps, *s.cycle_lengths, *s.f_max, *s.f_min) == sched
+    assert m.pipe_config.ema.enabled is True
+    assert cfg.trainer.callbacks.iter_speed.hit_thres == (2 if size == "tiny" else 10)
+
+
+def test_experiment_merge_is_deep_and_leaves_its_inputs_alone():
+    from cosmos_predict2.configs.base.experiment import merge
+
+    base = dict(job=dict(project="p", group="g"), scheduler=dict(f_max=[0.6], f_min=[0.0]), defaults=["a", "_self_"])
+    out = merge(base, dict(job=dict(name="n"), scheduler=dict(f_max=[0.25])), dict(defaults=["b"]))
+    assert out == dict(job=dict(project="p", group="g", name="n"), scheduler=dict(f_max=[0.25], f_min=[0.0]),
+                       defaults=["b"])  # fmt: skip
+    assert base == dict(job=dict(project="p", group="g"), scheduler=dict(f_max=[0.6], f_min=[0.0]),
+                        defaults=["a", "_self_"])  # fmt: skip
+    out["job"]["project"] = "changed"  # nested dicts are copies, so shared recipes cannot be edited through a result
+    assert base["job"]["project"] == "p"
+
+
 def test_overrides_apply_with_types():
     cfg = _compose("experiment=predict2_video2world_lora_training_tiny_example", "trainer.max_iter=7",
                    "model.config.lora_rank=4", "optimizer.lr=0.5", "model.config.lora_target_modules=q_proj,k_proj")

@@ -1,4 +1,5 @@
-"""The guide's 720p training recipes (docs/reference.md §7, §12), shared by the Cosmos-NeMo-Assets and custom-data experiments.
+"""The guide's 720p training recipes (docs/reference.md §7, §12), shared by the Cosmos-NeMo-Assets and custom-data
+experiments.
 
 Each recipe is a whole experiment but for `job.name` and `dataloader_train`, which the data-set modules add with
 `merge(RECIPE, dict(job=dict(name=...), dataloader_train=...))`. Registers nothing itself.
@@ -42,7 +43,8 @@ LORA_2B = merge(
         model=dict(config=lora_config(rank=16, pipe_config=PIPE_CONFIG)),
         trainer=dict(max_iter=2000),
         checkpoint=dict(save_iter=400),
-        optimizer=dict(lr=2 ** (-10)),  # the guide's LoRA lr (reference's 2^-14.5 learns nothing; docs/reference.md §12)
+        # The guide's LoRA lr (the reference's 2^-14.5 learns nothing; docs/reference.md §12).
+        optimizer=dict(lr=2 ** (-10)),
         scheduler=dict(warm_up_steps=[0], cycle_lengths=[2_000], f_max=[0.6], f_min=[0.0]),
     ),
 )

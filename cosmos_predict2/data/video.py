@@ -143,7 +143,7 @@ def _read_window(path: Path, start: int, num_frames: int, stats: dict, keep: boo
                 "the file is corrupt or truncated; re-encode or re-copy it, or remove it"
             )
         raise VideoReadError(
-            f"{path}: needed frames {start}..{end} but decoding {ended}; use a longer clip or a smaller num_frames"
+            f"{path}: needed frames {start}..{end} but the video {ended}; use a longer clip or a smaller num_frames"
         )
     return frames, fps
 

@@ -61,6 +61,34 @@ class DemoError(RuntimeError):
     pass
 
 
+# Written into every out_dir the demo fills: only a folder holding it is ever cleared, and then only of the
+# entries the demo writes (OUTPUT_ENTRIES), so a mistyped --out_dir can never erase a user's files.
+MARKER = ".cosmos_demo_output"
+OUTPUT_ENTRIES = ("dataset", "heldout", "checkpoints", "videos", "demo.log", "contact_sheet.png", "loss_curve.png",
+                  "summary.json", MARKER)  # fmt: skip
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Make `out` ready for a fresh run: create it, or clear an earlier demo run's outputs from it (the trainer
+    would otherwise resume the finished job). Refuses (DemoError) a file, or a non-empty folder without MARKER."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise DemoError(f"--out_dir {out} exists and is not a folder; choose another --out_dir")
+        if not (out / MARKER).is_file() and any(out.iterdir()):
+            raise DemoError(f"--out_dir {out} already exists and was not written by the demo (no {MARKER} in it), "
+                            "so it is left untouched: choose another --out_dir or delete it yourself")  # fmt: skip
+        for name in OUTPUT_ENTRIES:
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `python -m scripts.demo`; the next demo run with this --out_dir replaces "
+                              "the demo's outputs here\n")  # fmt: skip
+
+
 def _rel(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
@@ -146,11 +174,9 @@ def _gen_args(s: DemoSettings, batch_json: Path) -> list[str]:
 
 def run_demo(s: DemoSettings, echo=print) -> dict:
     t_start = time.perf_counter()
-    check_assets()
     out = Path(s.out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a fresh run every time (the trainer would otherwise resume the finished job)
-    out.mkdir(parents=True)
+    prepare_out_dir(out)  # before anything else: refuses a folder the demo did not write
+    check_assets()
     run = _Runner(out / "demo.log", echo)
     dataset_dir, heldout_dir, job_root, gen_dir = out / "dataset", out / "heldout", out / "checkpoints", out / "videos"
 

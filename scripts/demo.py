@@ -3,7 +3,9 @@
     make demo                          # installs into .venv first, then runs this
     python -m scripts.demo [--quick]   # --quick: the shortened version the tests run
 
-Outputs go to outputs/demo/ (dataset, checkpoints, mp4s, contact_sheet.png, loss_curve.png, summary.json).
+Outputs go to outputs/demo/ (dataset, checkpoints, mp4s, contact_sheet.png, loss_curve.png, summary.json) or
+--out_dir. The demo marks its folder with a .cosmos_demo_output file and only ever replaces its own outputs: an
+existing non-empty folder without that file is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ QUICK = dict(num_train_clips=24, num_heldout=4, train_steps=400, sampling_steps=
 def main(argv: list[str] | None = None) -> int:
     d = DemoSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out_dir", type=Path, default=d.out_dir, help="output folder (deleted and re-made)")
+    parser.add_argument("--out_dir", type=Path, default=d.out_dir,
+                        help="output folder: an earlier demo run's outputs there are replaced; any other non-empty "
+                        "folder is refused, never deleted")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer clips, iterations, steps")
     parser.add_argument("--train_steps", type=int, default=None, help=f"LoRA iterations (default {d.train_steps})")
     parser.add_argument("--num_train_clips", type=int, default=None, help=f"default {d.num_train_clips}")

@@ -2,7 +2,8 @@
 
     python -m scripts.get_t5_embeddings --dataset_path datasets/my_set [--t5_path checkpoints/google-t5/t5-11b]
 
-Existing pickles are skipped; unreadable prompt files are reported at the end (exit code 1).
+Existing pickles that load (restricted unpickler, reference format) are skipped; unreadable, unsafe or malformed
+ones are re-embedded and listed as REPLACED; empty or unreadable prompt files are reported at the end (exit code 1).
 """
 
 from __future__ import annotations
@@ -45,14 +46,13 @@ def collect_jobs(dataset_path: Path, report: EmbeddingRunReport) -> list[Embeddi
     out_dir = dataset_path / "t5_xxl"
     jobs = []
     for meta in sorted(metas_dir.glob("*.txt")):
-        out = out_dir / f"{meta.stem}.pickle"
-        if out.exists():
-            report.skipped_existing.append(out)  # skip before reading so existing outputs cost nothing
-            continue
         try:
-            jobs.append(EmbeddingJob(read_prompt(meta), out))
-        except PromptFileError as e:
+            job = EmbeddingJob(read_prompt(meta), out_dir / f"{meta.stem}.pickle")
+        except PromptFileError as e:  # also with an existing pickle: training would reject this sample
             report.failed.append(str(e))
+            continue
+        if report.check_existing(job):
+            jobs.append(job)
     return jobs
 
 

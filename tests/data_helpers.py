@@ -30,6 +30,26 @@ def frame_index_of(frame_H_W_3: np.ndarray, height: int | None = None) -> int:
     return round(float(frame_H_W_3[h // 2 + 2 :, w // 2 + 2 :, 1].mean()) / 7)
 
 
+def truncated_copy(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    """A truncated mp4 whose index is at the front: remux `src` with the moov atom first ("faststart", no
+    re-encoding), then keep only the first `keep` fraction of the bytes. The header still claims every frame."""
+    import av
+
+    remuxed = dst.with_name(dst.stem + "_faststart.mp4")
+    with av.open(str(src)) as inp, av.open(str(remuxed), "w", options={"movflags": "faststart"}) as out:
+        in_stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for packet in inp.demux(in_stream):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                out.mux(packet)
+    data = remuxed.read_bytes()
+    remuxed.unlink()
+    assert data.find(b"moov") < data.find(b"mdat"), "the index must come first for the header to survive the cut"
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
 def make_dataset(root: Path, clips: dict[str, int], height: int = 48, width: int = 64, dim: int = 32) -> Path:
     """Write videos/<stem>.mp4 (n frames each), metas/<stem>.txt and t5_xxl/<stem>.pickle under root."""
     for sub in ("videos", "metas", "t5_xxl"):

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from data_helpers import make_dataset
+from data_helpers import CARPHONE, make_dataset, truncated_copy
 from torch.utils.data import ConcatDataset, DataLoader
 
 from cosmos_predict2.data import DataLoadWarning, Dataset, DatasetValidationError, get_sampler, validate_dataset
@@ -104,3 +104,57 @@ def test_file_failing_mid_training_is_skipped(tmp_path):
         warnings.simplefilter("ignore", DataLoadWarning)
         with pytest.raises(RuntimeError, match="every sample"):
             ds[1]
+
+
+@pytest.mark.skipif(not CARPHONE.exists(), reason=f"{CARPHONE} not present")
+def test_truncated_video_is_found_up_front_and_named_at_training_time(tmp_path):
+    """Issue 13 item 10: a truncated file (index at the front) passed validation (only frame 0 was decoded) and
+    the training-time skip advised "use a longer clip"."""
+    root = make_dataset(tmp_path, {"a": 93})
+    truncated_copy(CARPHONE, root / "videos" / "cut.mp4", keep=0.5)  # header: 120 frames; data: 56
+    (root / "metas" / "cut.txt").write_text("A car phone call.")
+    (root / "t5_xxl" / "cut.pickle").write_bytes((root / "t5_xxl" / "a.pickle").read_bytes())
+    report = validate_dataset(root, num_frames=17)
+    assert [s.stem for s in report.valid] == ["a"] and len(report.problems) == 1
+    assert "cut.mp4: the container claims 120 frames" in report.summary() and "corrupt or truncated" in report.summary()
+    ds = Dataset(root, 93, (32, 48), validate=False)  # every 93-frame window of cut.mp4 runs past frame 56
+    with pytest.warns(DataLoadWarning, match="cut.mp4.*corrupt or truncated") as record:
+        assert ds[1]["video_name"] == "a"
+    assert not any("longer clip" in str(w.message) for w in record)
+
+
+def test_validation_decodes_first_and_last_window_or_everything(dataset_dir, monkeypatch):
+    import scripts.validate_dataset as cli
+    from cosmos_predict2.data import validation
+
+    calls, real = [], validation.check_video_decodes
+
+    def recording(path, start, count):
+        calls.append((path.stem, start, count))
+        real(path, start, count)
+
+    monkeypatch.setattr(validation, "check_video_decodes", recording)
+    assert validate_dataset(dataset_dir, 9).ok  # a: 33 frames, b: 17, c: 21
+    assert calls == [("a", 0, 9), ("a", 24, 9), ("b", 0, 17), ("c", 0, 9), ("c", 12, 9)]
+    calls.clear()
+    assert cli.main(["--dataset_path", str(dataset_dir), "--num_frames", "9", "--full"]) == 0
+    assert calls == [("a", 0, 33), ("b", 0, 17), ("c", 0, 21)]
+    calls.clear()
+    assert cli.main(["--dataset_path", str(dataset_dir), "--num_frames", "9", "--no_decode"]) == 0 and not calls
+
+
+def test_num_frames_must_be_4k_plus_1(dataset_dir, capsys):
+    """Issue 13 item 14: `validate_dataset --num_frames 10` said clean; the VAE needs 4k+1 frames."""
+    import scripts.validate_dataset as cli
+    from cosmos_predict2.data.validation import check_num_frames
+
+    assert cli.main(["--dataset_path", str(dataset_dir), "--num_frames", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --num_frames 10 is not 4k+1") and "9 and 13" in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match=r"dataloader_train\.dataset\.num_frames=10 is not 4k\+1.*9 and 13"):
+        Dataset(dataset_dir, 10, (32, 48))
+    for good in (1, 5, 9, 93):
+        check_num_frames(good)
+    for bad, nearest in ((0, "1 and 5"), (3, "1 and 5"), (94, "93 and 97"), (96, "93 and 97")):
+        with pytest.raises(ValueError, match=nearest):
+            check_num_frames(bad)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from data_helpers import CARPHONE, frame_index_of, frame_pattern
+from data_helpers import CARPHONE, frame_index_of, frame_pattern, truncated_copy
 
 from cosmos_predict2.data import VideoReadError, load_clip, probe_video, read_video_window, resize_video, write_video
 
@@ -93,3 +93,18 @@ def test_bad_files_name_the_file(tmp_path):
         read_video_window(corrupt, 0, 1)
     with pytest.raises(VideoReadError, match="missing.mp4.*not found"):
         probe_video(tmp_path / "missing.mp4")
+
+
+@needs_carphone
+def test_truncated_file_is_reported_as_corrupt_or_truncated(tmp_path):
+    """Issue 13 item 10: the header of a truncated file (index at the front) still claims every frame."""
+    from cosmos_predict2.data.video import check_video_decodes
+
+    cut = truncated_copy(CARPHONE, tmp_path / "cut.mp4", keep=0.5)
+    assert probe_video(cut).num_frames == 120  # the header is intact
+    assert read_video_window(cut, 0, 17)[0].shape == (17, 144, 176, 3)  # the front still decodes
+    for read in (read_video_window, check_video_decodes):
+        with pytest.raises(VideoReadError, match=r"cut.mp4: the container claims 120 frames but decoding ended "
+                           r"after \d+ .*corrupt or truncated") as err:  # fmt: skip
+            read(cut, 103, 17)
+        assert "longer clip" not in str(err.value)

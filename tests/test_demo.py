@@ -136,3 +136,33 @@ def test_demo_end_to_end_quick(tmp_path):
     # Measured +1.75 dB for --quick (+2.15 dB for the full demo) with the shipped weights; 1 dB leaves room for
     # float differences between machines while still failing if the adapter stops adapting.
     assert summary["lora_psnr_db"] >= summary["base_psnr_db"] + 1.0, summary
+
+
+def test_out_dir_is_only_cleared_when_the_demo_wrote_it(tmp_path, capsys):
+    """Issue 13 item 7: `--out_dir DIR` used to rmtree an existing DIR, erasing a user's files."""
+    from demo.run import MARKER, DemoError, prepare_out_dir
+    from scripts.demo import main
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("precious")
+    assert main(["--out_dir", str(user)]) == 1  # refused before any stage runs
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(user) in err and "choose another --out_dir or delete it yourself" in err
+    assert (user / "thesis.tex").read_text() == "precious" and not (user / MARKER).exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DemoError, match="not a folder"):
+        prepare_out_dir(tmp_path / "file")
+
+    fresh = tmp_path / "new" / "demo"
+    prepare_out_dir(fresh)  # created and marked
+    assert sorted(p.name for p in fresh.iterdir()) == [MARKER]
+    (fresh / "checkpoints" / "job").mkdir(parents=True)  # an earlier run's outputs, plus a file the user added
+    (fresh / "summary.json").write_text("{}")
+    (fresh / "notes.txt").write_text("mine")
+    prepare_out_dir(fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == [MARKER, "notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_out_dir(empty)  # an empty folder has nothing to lose
+    assert (empty / MARKER).is_file()

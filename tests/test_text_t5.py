@@ -114,3 +114,65 @@ def test_nemo_assets_script_images_and_missing_t5(tmp_path):
     assert res.returncode == 2
     assert "missing_t5" in res.stderr and "google-t5/t5-11b" in res.stderr
     assert (tmp_path / "metas" / "img.txt").exists()
+
+
+class _RunsShell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_invalid_existing_pickles_are_re_embedded_and_empty_prompts_reported(tiny_t5, tmp_path):
+    """Issue 13 items 11, 12: unreadable or malicious existing pickles counted as "already present" with
+    "failed: 0"; an empty metas/*.txt must be reported, not embedded."""
+    from cosmos_predict2.text import save_embedding_pickle
+
+    metas, t5 = tmp_path / "metas", tmp_path / "t5_xxl"
+    metas.mkdir()
+    t5.mkdir()
+    for stem in ("good", "evil", "trunc", "empty", "blank"):
+        (metas / f"{stem}.txt").write_text(f"A video of {stem}.", encoding="utf-8")
+    (metas / "empty.txt").write_text("")
+    (metas / "blank.txt").write_text(" \n\t\u200b\n")
+    save_embedding_pickle(t5 / "good.pickle", np.ones((3, 32), np.float32))
+    save_embedding_pickle(t5 / "blank.pickle", np.ones((3, 32), np.float32))  # stale: its prompt is now empty
+    marker = tmp_path / "PWNED"
+    (t5 / "evil.pickle").write_bytes(pickle.dumps([_RunsShell(marker)]))
+    (t5 / "trunc.pickle").write_bytes((t5 / "good.pickle").read_bytes()[:60])
+    res = _run(["-m", "scripts.get_t5_embeddings", "--dataset_path", str(tmp_path), "--t5_path", str(tiny_t5)])
+    out = res.stdout
+    assert res.returncode == 1, res.stderr
+    assert "embeddings written: 2 (2 replacing invalid existing files), already present (skipped): 1, failed: 2" in out
+    assert f"REPLACED {t5 / 'evil.pickle'}: unsafe or invalid embedding pickle: refusing to load global" in out
+    assert f"REPLACED {t5 / 'trunc.pickle'}: " in out and "truncated" in out
+    for stem in ("empty", "blank"):
+        assert f"FAILED {metas / stem}.txt: prompt file is empty (or whitespace only), nothing to embed" in out
+    assert not marker.exists() and not (t5 / "empty.pickle").exists()
+    assert load_embedding_pickle(t5 / "evil.pickle").shape[1] == 32 and load_embedding_pickle(t5 / "trunc.pickle").any()
+
+
+def test_nemo_assets_script_refuses_empty_prompt_and_replaces_invalid_pickles(tiny_t5, tmp_path, capsys):
+    from scripts.get_t5_embeddings_from_cosmos_nemo_assets import main
+
+    (tmp_path / "videos").mkdir()
+    for stem in ("v0", "v1", "v2"):
+        (tmp_path / "videos" / f"{stem}.mp4").write_bytes(b"")
+    for prompt in ("", "   "):
+        assert main(["--dataset_path", str(tmp_path), "--prompt", prompt, "--t5_path", str(tiny_t5)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --prompt {prompt!r} is empty") and err.count("\n") == 1, err
+    assert not (tmp_path / "metas").exists()  # refused before writing anything
+    (tmp_path / "metas").mkdir()
+    (tmp_path / "metas" / "v2.txt").write_text("\n")
+    (tmp_path / "t5_xxl").mkdir()
+    (tmp_path / "t5_xxl" / "v0.pickle").write_bytes(b"garbage")
+    assert main(["--dataset_path", str(tmp_path), "--prompt", "A robot.", "--t5_path", str(tiny_t5)]) == 1
+    out = capsys.readouterr().out
+    assert "embeddings written: 2 (1 replacing invalid existing files), already present (skipped): 0, failed: 1" in out
+    assert "REPLACED" in out and "v0.pickle" in out and "v2.txt: prompt file is empty" in out
+    assert load_embedding_pickle(tmp_path / "t5_xxl" / "v0.pickle").shape[1] == 32
+    assert not (tmp_path / "t5_xxl" / "v2.pickle").exists()

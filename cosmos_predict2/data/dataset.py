@@ -17,6 +17,7 @@ from cosmos_predict2.data.validation import (
     ON_INVALID_CHOICES,
     DatasetValidationError,
     SampleFiles,
+    check_num_frames,
     list_samples,
     validate_dataset,
 )
@@ -35,8 +36,10 @@ class Dataset(RetryingDataset):
     resize_mode (and, when given, the VAE `vae_identity`); `check_tokenizer(path)` compares the tokenizer weights.
 
     Args:
+        num_frames: frames per window, 4k+1 (ValueError otherwise, naming dataloader_train.dataset.num_frames).
         resize_mode: "cover" (scale to cover, centre-crop; default) or "stretch" (the reference's plain resize).
-        validate: check every file once up front (see validate_dataset).
+        validate: check every file once up front (see validate_dataset: headers, prompts, embeddings, and a
+            decode of each video's first and last window, so truncated files are left out before training).
         on_invalid: "raise" (stop with the list of all problems) or "skip" (warn and train on the valid files).
     """
 
@@ -55,6 +58,7 @@ class Dataset(RetryingDataset):
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if on_invalid not in ON_INVALID_CHOICES:
             raise ValueError(f"on_invalid must be one of {ON_INVALID_CHOICES}, got {on_invalid!r}")
+        check_num_frames(int(num_frames), "dataloader_train.dataset.num_frames")
         self.dataset_dir = Path(dataset_dir)
         self.num_frames = int(num_frames)
         self.video_size = (int(video_size[0]), int(video_size[1]))

@@ -7,12 +7,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmos_predict2.data.video import VideoReadError, probe_video, read_video_window
+from cosmos_predict2.data.video import VideoReadError, check_video_decodes, probe_video
 from cosmos_predict2.text.embeddings import EmbeddingFileError, load_embedding_pickle
 from cosmos_predict2.text.prompt_files import PromptFileError, read_prompt
 
 VIDEO_SUFFIXES = (".mp4",)
 ON_INVALID_CHOICES = ("raise", "skip")
+
+
+def check_num_frames(num_frames: int, name: str = "num_frames") -> None:
+    """Raise ValueError unless num_frames is 4k+1 (the Wan VAE's frame count: docs/reference.md); `name` is the
+    flag or config key the user set, so the message names what to change."""
+    if num_frames >= 1 and (num_frames - 1) % 4 == 0:
+        return
+    lower = max(1, 4 * ((num_frames - 1) // 4) + 1)
+    setting = f"{name} {num_frames}" if name.startswith("--") else f"{name}={num_frames}"
+    raise ValueError(
+        f"{setting} is not 4k+1 (1, 5, 9, ..., 93: the VAE keeps the first frame and packs every further 4 frames "
+        f"into one latent frame); the nearest valid values are {lower} and {lower + 4}"
+    )
 
 
 @dataclass
@@ -85,7 +98,14 @@ def _orphans(dataset_dir: Path, stems: set[str]) -> list[DatasetProblem]:
     return problems
 
 
-def _check_sample(sample: SampleFiles, num_frames: int, check_decode: bool) -> tuple[list[DatasetProblem], int | None]:
+def _decode_ranges(total: int, num_frames: int, decode: str) -> list[tuple[int, int]]:
+    """(start, count) ranges to decode: every frame, or the first and the last window (merged when they touch)."""
+    if decode == "full" or total <= 2 * num_frames:
+        return [(0, total)]
+    return [(0, num_frames), (total - num_frames, num_frames)]
+
+
+def _check_sample(sample: SampleFiles, num_frames: int, decode: str) -> tuple[list[DatasetProblem], int | None]:
     """Problems of one triple, and the embedding width when the embedding is readable."""
     problems = []
     if not sample.meta.exists():
@@ -107,21 +127,33 @@ def _check_sample(sample: SampleFiles, num_frames: int, check_decode: bool) -> t
             problems.append(
                 DatasetProblem(sample.video, f"only {info.num_frames} frames, need at least num_frames={num_frames}")
             )
-        elif check_decode:
-            read_video_window(sample.video, 0, 1)  # catches files whose header is fine but whose data is not
+        elif decode != "none":
+            # Catches files whose header is fine but whose data is not, e.g. a truncated file with its index
+            # at the front: the header claims every frame, decoding the last window finds them missing.
+            for start, count in _decode_ranges(info.num_frames, num_frames, decode):
+                check_video_decodes(sample.video, start, count)
     except VideoReadError as e:
         problems.append(DatasetProblem(sample.video, str(e)))
     return problems, embed_dim
 
 
 def validate_dataset(
-    dataset_dir: str | os.PathLike, num_frames: int, check_decode: bool = True, embed_dim: int | None = None
+    dataset_dir: str | os.PathLike,
+    num_frames: int,
+    check_decode: bool = True,
+    embed_dim: int | None = None,
+    full: bool = False,
 ) -> ValidationReport:
     """Check every video/meta/embedding triple; never raises for bad files, returns all problems in the report.
 
+    num_frames: the training window (4k+1; ValueError otherwise). Each video is decoded over its first and its
+    last window of num_frames frames (the ends of the range training samples from; a truncated file fails the
+    last one), over every frame with full=True, or not at all with check_decode=False (headers only).
     embed_dim: expected embedding width (1024 for T5-11B); by default the width most files have, so a
     single odd file is reported instead of failing later in collation.
     """
+    check_num_frames(num_frames)
+    decode = "full" if full else "windows" if check_decode else "none"
     dataset_dir = Path(dataset_dir)
     report = ValidationReport(dataset_dir)
     samples = list_samples(dataset_dir)
@@ -129,7 +161,7 @@ def validate_dataset(
         report.problems.append(DatasetProblem(dataset_dir / "videos", "no .mp4 videos found"))
     checked = []
     for sample in samples:
-        problems, dim = _check_sample(sample, num_frames, check_decode)
+        problems, dim = _check_sample(sample, num_frames, decode)
         report.problems.extend(problems)
         checked.append((sample, problems, dim))
     dims = Counter(dim for _, _, dim in checked if dim is not None)

@@ -82,23 +82,29 @@ def _frame_index(frame, stream, rate: Fraction) -> int:
     return round((frame.pts - start) * stream.time_base * rate)
 
 
-def _decode_window(container, stream, start: int, num_frames: int, seek: bool, stats: dict) -> list[np.ndarray]:
+def _decode_window(
+    container, stream, start: int, num_frames: int, seek: bool, stats: dict, keep: bool = True
+) -> list[np.ndarray | None]:
+    """Frames [start, start + num_frames) as rgb24 arrays (None placeholders when keep=False: decode-only check).
+    stats["last_index"] is the highest frame index the decoder produced (-1: none)."""
     rate = _frame_rate(stream)
     if seek and start > 0:
         # Seek to the keyframe at or before the window start; then decode forward, dropping earlier frames.
         target_pts = int((stream.start_time or 0) + Fraction(start) / rate / stream.time_base)
         container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-    frames: list[np.ndarray] = []
+    frames: list[np.ndarray | None] = []
+    stats["last_index"] = -1
     for frame in container.decode(stream):
         stats["decoded_frames"] = stats.get("decoded_frames", 0) + 1
         if frame.pts is None:
             continue
         idx = _frame_index(frame, stream, rate)
+        stats["last_index"] = max(stats["last_index"], idx)
         if idx < start:
             continue
         if not frames and idx > start:
             raise _SeekOvershootError()
-        frames.append(frame.to_ndarray(format="rgb24"))
+        frames.append(frame.to_ndarray(format="rgb24") if keep else None)
         if len(frames) == num_frames:
             break
     return frames
@@ -108,16 +114,7 @@ class _SeekOvershootError(Exception):
     """The demuxer landed after the requested frame; retry by decoding from the beginning."""
 
 
-def read_video_window(
-    path: str | os.PathLike, start: int, num_frames: int, stats: dict | None = None
-) -> tuple[np.ndarray, float]:
-    """Decode frames [start, start + num_frames) as uint8 frames_T_H_W_3 plus the video's fps.
-
-    Seeks to the nearest keyframe before `start` so only the window (and at most one GOP before it) is decoded.
-    `stats`, when given, receives "decoded_frames" (how many frames the decoder produced).
-    """
-    stats = {} if stats is None else stats
-    path = Path(path)
+def _read_window(path: Path, start: int, num_frames: int, stats: dict, keep: bool) -> tuple[list, float]:
     if start < 0 or num_frames <= 0:
         raise ValueError(f"{path}: invalid window start={start} num_frames={num_frames}")
     container = _open(path)
@@ -125,11 +122,12 @@ def read_video_window(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame-threaded decoding of the window
         fps = float(_frame_rate(stream))
+        claimed = int(stream.frames)  # the container's frame count (0: not recorded)
         try:
-            frames = _decode_window(container, stream, start, num_frames, True, stats)
+            frames = _decode_window(container, stream, start, num_frames, True, stats, keep)
         except _SeekOvershootError:
             container.seek(0)
-            frames = _decode_window(container, stream, start, num_frames, False, stats)
+            frames = _decode_window(container, stream, start, num_frames, False, stats, keep)
     except VideoReadError as e:
         raise VideoReadError(f"{path}: {e}") from e
     except Exception as e:
@@ -137,11 +135,37 @@ def read_video_window(
     finally:
         container.close()
     if len(frames) < num_frames:
+        end, last = start + num_frames - 1, stats["last_index"]
+        ended = f"ended after {last + 1} frames" if last >= 0 else f"produced no frame from frame {start} on"
+        if claimed > last + 1:  # the header promises frames that are not there
+            raise VideoReadError(
+                f"{path}: the container claims {claimed} frames but decoding {ended} (needed frames {start}..{end}): "
+                "the file is corrupt or truncated; re-encode or re-copy it, or remove it"
+            )
         raise VideoReadError(
-            f"{path}: needed frames {start}..{start + num_frames - 1} but the video ended after "
-            f"{start + len(frames)} frames; use a longer clip or a smaller num_frames"
+            f"{path}: needed frames {start}..{end} but the video {ended}; use a longer clip or a smaller num_frames"
         )
+    return frames, fps
+
+
+def read_video_window(
+    path: str | os.PathLike, start: int, num_frames: int, stats: dict | None = None
+) -> tuple[np.ndarray, float]:
+    """Decode frames [start, start + num_frames) as uint8 frames_T_H_W_3 plus the video's fps.
+
+    Seeks to the nearest keyframe before `start` so only the window (and at most one GOP before it) is decoded.
+    `stats`, when given, receives "decoded_frames" (how many frames the decoder produced).
+    A file whose container claims more frames than can be decoded is reported as corrupt or truncated.
+    """
+    stats = {} if stats is None else stats
+    frames, fps = _read_window(Path(path), start, num_frames, stats, keep=True)
     return np.stack(frames), fps
+
+
+def check_video_decodes(path: str | os.PathLike, start: int, num_frames: int, stats: dict | None = None) -> None:
+    """Decode frames [start, start + num_frames) without keeping them (validation: memory stays flat even for
+    every frame of a long video); raises VideoReadError like read_video_window."""
+    _read_window(Path(path), start, num_frames, {} if stats is None else stats, keep=False)
 
 
 def _cover_box(src_h: int, src_w: int, dst_h: int, dst_w: int) -> tuple[int, int]:

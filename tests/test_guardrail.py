@@ -168,7 +168,7 @@ def test_text_guard_model_refuses(weights, tmp_path):
     assert not ok and "Qwen3Guard" in reason
 
 
-@pytest.mark.xfail(strict=True, reason="cosmos-guardrail 0.3.2 + transformers 5: SiglipModel.get_image_features returns "
+@pytest.mark.xfail(strict=True, reason="cosmos-guardrail 0.3.2 + transformers 5: SiglipModel.get_image_features gives "
                    "a ModelOutput, the package's encode_image fails on every frame and its filter then passes the "
                    "video (fail-open); needs a fix before the video content filter really checks anything")
 def test_unsafe_video_is_refused(tmp_path, weights):

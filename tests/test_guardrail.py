@@ -168,10 +168,8 @@ def test_text_guard_model_refuses(weights, tmp_path):
     assert not ok and "Qwen3Guard" in reason
 
 
-@pytest.mark.xfail(strict=True, reason="cosmos-guardrail 0.3.2 + transformers 5: SiglipModel.get_image_features gives "
-                   "a ModelOutput, the package's encode_image fails on every frame and its filter then passes the "
-                   "video (fail-open); needs a fix before the video content filter really checks anything")
 def test_unsafe_video_is_refused(tmp_path, weights):
+    """Fails open without the transformers-5 shim (_image_features_as_tensor): every frame errors and passes."""
     _, guard_folder, _ = weights
     folder = make_guardrail_weights(tmp_path / "Cosmos-Guardrail1", unsafe_video=True)
     result = Guardrail("cpu", weights_dir=folder, text_guard_dir=guard_folder).check_and_blur_video(_video())

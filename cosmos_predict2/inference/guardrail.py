@@ -97,6 +97,19 @@ def _pinned_weights(folder: Path) -> Iterator[None]:
         package.snapshot_download, constants.HF_HUB_OFFLINE = saved
 
 
+def _image_features_as_tensor(siglip) -> None:
+    """transformers 5 returns a ModelOutput from `SiglipModel.get_image_features` (4.x: a tensor). The package
+    divides it by its norm, fails on every frame, catches that per frame and calls the video safe: it would let
+    every video through. Give it the tensor it expects (the pooled image embedding)."""
+    get_image_features = siglip.get_image_features
+
+    def image_features(*args, **kwargs) -> torch.Tensor:
+        out = get_image_features(*args, **kwargs)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    siglip.get_image_features = image_features
+
+
 class Guardrail:
     """`check_text(prompt) -> (ok, reason)` and `check_and_blur_video(video) -> video | Refusal`. The text and the
     video models are built on first use (so the text models can run before the DiT is loaded)."""
@@ -163,9 +176,10 @@ class Guardrail:
             folder = self._folder(GUARDRAIL_REPO, self.weights_dir)
             self.log(f"guardrail: loading the video checks (content-safety filter and face blur from {folder})")
             with _pinned_weights(folder):
+                video_filter = cg.VideoContentSafetyFilter(GUARDRAIL_REPO)
+                _image_features_as_tensor(video_filter.encoder.model)
                 self._video_runner = cg.GuardrailRunner(
-                    safety_models=[cg.VideoContentSafetyFilter(GUARDRAIL_REPO)],
-                    postprocessors=[cg.RetinaFaceFilter(GUARDRAIL_REPO)],
+                    safety_models=[video_filter], postprocessors=[cg.RetinaFaceFilter(GUARDRAIL_REPO)]
                 )
             self._place(self._video_runner)
         return self._video_runner

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cosmos_predict2.diffusion.sampler import DEFAULT_GUIDANCE, DEFAULT_NUM_STEPS
-from cosmos_predict2.inference.conditioning import InferenceInputError, save_video
+from cosmos_predict2.inference.conditioning import InferenceInputError, load_conditioning_frames, save_video
 from cosmos_predict2.inference.defaults import (
     ASPECT_RATIOS,
     DEFAULT_NEGATIVE_PROMPT,
@@ -30,7 +30,7 @@ from cosmos_predict2.inference.defaults import (
 )
 from cosmos_predict2.inference.model_loading import LoadedNet, LoraFlags, load_base_net, load_lora_net
 from cosmos_predict2.inference.pipeline import Deferred, GenerationTimings, Video2WorldPipeline
-from cosmos_predict2.inference.safety import check_safety_models
+from cosmos_predict2.inference.safety import SafetyModels, check_safety_models, refined_prompt_path
 from cosmos_predict2.networks import attention_backend_for
 from cosmos_predict2.parallel import ProcessInfo, init_distributed, parallelize_net, resolve_device
 
@@ -79,10 +79,13 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--num_steps", type=int, default=DEFAULT_NUM_STEPS, help="sampling steps")
     p.add_argument("--save_path", default="output/generated_video.mp4")
     p.add_argument("--num_gpus", type=int, default=1, help="context parallel over this many GPUs (use torchrun)")
-    p.add_argument("--disable_guardrail", action="store_true")
-    p.add_argument("--offload_guardrail", action="store_true")
-    p.add_argument("--disable_prompt_refiner", action="store_true")
-    p.add_argument("--offload_prompt_refiner", action="store_true")
+    p.add_argument("--disable_guardrail", action="store_true",
+                   help="skip the guardrail (cosmos-guardrail: prompt checks, video check and face blur)")
+    p.add_argument("--offload_guardrail", action="store_true", help="keep the guardrail models on the CPU between uses")
+    p.add_argument("--disable_prompt_refiner", action="store_true",
+                   help="skip the prompt refiner (Cosmos-Reason1-7B rewriting each prompt from its input frames)")
+    p.add_argument("--offload_prompt_refiner", action="store_true",
+                   help="keep the prompt refiner on the CPU except while it runs")
     p.add_argument("--offload_text_encoder", action="store_true", help="keep T5 on the CPU between uses")
     p.add_argument("--downcast_text_encoder", action="store_true", help="run T5 in bf16 (half its memory)")
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the VAE on the CPU while sampling")
@@ -112,6 +115,7 @@ class Job:
     input_path: str
     prompt: str
     output_path: str
+    original_prompt: str | None = None  # set when `prompt` is the prompt refiner's rewrite of it
 
 
 @dataclass
@@ -185,7 +189,7 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
     for flag in ("lora_rank", "lora_alpha", "lora_target_modules", "base_dit_path"):
         if not use_lora and getattr(args, flag, None) is not None:
             raise InferenceInputError(f"--{flag} only applies with --use_lora")
-    check_safety_models(args.disable_guardrail, args.disable_prompt_refiner)
+    check_safety_models(args.disable_guardrail, args.disable_prompt_refiner, bool(args.prompt_embedding))
     if args.num_steps < 1:
         raise InferenceInputError(f"--num_steps must be at least 1, got {args.num_steps}")
     size_hw = parse_size(args.size) if args.size else video_size_hw(args.resolution, args.aspect_ratio)
@@ -274,6 +278,9 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
     log = print
     request = check_request(args, lora)
     proc = _process(args)
+    safety = _screen_prompts(args, request, proc, log)  # guardrail / prompt refiner: every prompt before the DiT
+    if not request.jobs:
+        return []
     pipe = build_pipeline(args, request, proc.device, log)
     text_s = pipe.encode_prompts(_texts_to_encode(args, request))  # T5 loaded, used and freed here
     written: list[Path] = []
@@ -288,13 +295,33 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
             _warm_up(pipe, kwargs, proc.device, log)
         timings = GenerationTimings(text_s=text_s if i == 0 else 0.0)
         video_3_T_H_W = pipe.generate(**kwargs, timings=timings)
-        if proc.is_main:
-            written.append(save_video(job.output_path, video_3_T_H_W, fps=args.fps))
+        if proc.is_main and (video_3_T_H_W := safety.finish_video(video_3_T_H_W, job.output_path)) is not None:
+            written.append(_save(job, video_3_T_H_W, args.fps))
             log(f"saved {written[-1]} ({request.num_frames} frames, {request.size_hw[1]}x{request.size_hw[0]}, "
                 f"{args.fps} fps); sampling {timings.sample_s:.2f} s, {timings.net_forwards} net forwards")
         if args.benchmark and i == 0:
             _report_benchmark(timings, args.num_steps, proc.device, log)
     return written
+
+
+def _screen_prompts(args: argparse.Namespace, request: Request, proc: ProcessInfo, log) -> SafetyModels:
+    """Text guardrail -> prompt refiner -> text guardrail on every job (rank 0), before the DiT is loaded; the
+    refused jobs leave request.jobs. Returns the models for the video guardrail."""
+    safety = SafetyModels.from_flags(args.disable_guardrail, args.offload_guardrail, args.disable_prompt_refiner,
+                                     args.offload_prompt_refiner, proc.device, log)  # fmt: skip
+
+    def frames_for(job: Job) -> torch.Tensor:
+        return load_conditioning_frames(job.input_path, args.num_conditional_frames, request.size_hw)[0]
+
+    request.jobs = safety.screen(request.jobs, frames_for, is_main=proc.is_main)
+    return safety
+
+
+def _save(job: Job, video_3_T_H_W: torch.Tensor, fps: int) -> Path:
+    path = save_video(job.output_path, video_3_T_H_W, fps=fps)
+    if job.original_prompt is not None:
+        refined_prompt_path(path).write_text(job.prompt + "\n", encoding="utf-8")
+    return path
 
 
 def _warm_up(pipe: Video2WorldPipeline, kwargs: dict, device: torch.device, log) -> None:

@@ -108,7 +108,7 @@ SHIPPED = {
     "predict2_video2world_lora_training_14b_cosmos_nemo_assets":
         ("video2world_lora", "14b_cosmos_nemo_assets", "14B", 32, 2**-11, 0.1, 1500, 300, 2, NEMO, 8, LORA_14B_SCHED),
     "predict2_video2world_lora_training_2b_custom_data":
-        ("video2world_lora", "2b_custom_data", "2B", 16, 2**-10, 0.1, 2000, 400, 2, CUSTOM_LORA, 2, LORA_2B_SCHED),
+        ("video2world_lora", "2b_custom_data", "2B", 16, 2**-10, 0.1, 2000, 500, 2, CUSTOM_LORA, 2, LORA_2B_SCHED),
     "predict2_video2world_lora_training_14b_custom_data":
         ("video2world_lora", "14b_custom_data", "14B", 32, 2**-11, 0.1, 1500, 300, 2, CUSTOM_LORA, 4, LORA_14B_SCHED),
     "predict2_video2world_training_2b_cosmos_nemo_assets":

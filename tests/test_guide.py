@@ -62,3 +62,73 @@ def test_two_files_defining_one_experiment_name_is_an_error_naming_both(tmp_path
             import_experiments(package)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+CONFIG = "cosmos_predict2/configs/base/config.py"
+
+
+def _compose(*overrides: str):
+    from cosmos_predict2.configs.compose import compose_config
+
+    return compose_config(CONFIG, list(overrides))
+
+
+@pytest.mark.parametrize(("size", "domain", "rank", "alpha", "targets", "max_iter", "lr"), [
+    ("2b", "robotics", 24, 24, "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2", 3000, 2 ** (-9.5)),
+    ("2b", "surveillance", 16, 16, "q_proj,k_proj,v_proj,output_proj", 2000, 2 ** (-10.5)),
+    ("2b", "creative", 32, 48, "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2,norm1,norm2", 4000, 2 ** (-9)),
+    ("14b", "robotics", 24, 24, "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2", 3000, 2 ** (-9.5)),
+    ("14b", "surveillance", 16, 16, "q_proj,k_proj,v_proj,output_proj", 2000, 2 ** (-10.5)),
+    ("14b", "creative", 32, 48, "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2,norm1,norm2", 4000, 2 ** (-9)),
+])  # fmt: skip
+def test_section5_domain_recipes_ship_for_2b_and_14b(size, domain, rank, alpha, targets, max_iter, lr):
+    cfg = _compose(f"experiment=predict2_video2world_lora_training_{size}_{domain}")
+    m = cfg.model.config
+    assert (m.train_architecture, m.lora_rank, m.lora_alpha, m.lora_target_modules) == ("lora", rank, alpha, targets)
+    assert m.model_size == size.upper() and cfg.trainer.max_iter == max_iter and cfg.optimizer.lr == lr
+    assert list(cfg.scheduler.cycle_lengths) == [max_iter] and cfg.job.name == f"{size}_{domain}"
+
+
+def test_creative_recipe_trains_the_matched_targets_on_the_2b_network(caplog):
+    """norm1,norm2 match no Linear layer: reported, and the other six targets train (as the reference)."""
+    from cosmos_predict2.training.model import Video2WorldModel
+
+    cfg = _compose("experiment=predict2_video2world_lora_training_2b_creative")
+    with caplog.at_level("WARNING"):
+        total, trainable = Video2WorldModel(cfg.model.config).check_trainable()
+    assert "['norm1', 'norm2'] match no Linear layer" in caplog.text
+    assert trainable == 22_937_600 * 2  # rank 32 on the six guide targets (rank 16 gives 22,937,600)
+
+
+@pytest.mark.parametrize(("preset", "rank", "lr"), [
+    ("conservative_2b", 8, 2**-12), ("balanced_2b", 16, 2**-10), ("aggressive_2b", 32, 2**-9),
+    ("conservative_14b", 16, 2**-12), ("balanced_14b", 32, 2**-11), ("aggressive_14b", 64, 2**-10),
+])  # fmt: skip
+def test_section2_1_parameter_presets_are_selectable(preset, rank, lr):
+    cfg = _compose("experiment=predict2_video2world_lora_training_2b_custom_data", f"lora_preset={preset}")
+    assert (cfg.model.config.lora_rank, cfg.model.config.lora_alpha, cfg.optimizer.lr) == (rank, rank, lr)
+
+
+def test_custom_data_2b_saves_every_500_iterations_as_the_guide():
+    assert _compose("experiment=predict2_video2world_lora_training_2b_custom_data").checkpoint.save_iter == 500
+
+
+def test_scheduler_constant_works_on_the_guide_experiments():
+    """The guide lists `constant`; its experiments set lambdalinear keys, which used to make it a TypeError."""
+    from cosmos_predict2.training.optim import ConstantScheduler
+
+    cfg = _compose("experiment=predict2_video2world_lora_training_2b_custom_data", "scheduler=constant")
+    factor = instantiate(cfg.scheduler)
+    assert isinstance(factor, ConstantScheduler) and factor(0) == factor(10_000) == 1.0
+
+
+def test_lora_fields_without_lora_architecture_say_so_loudly(caplog):
+    """The guide's troubleshooting item 1."""
+    from cosmos_predict2.training.model import Video2WorldModel
+
+    cfg = _compose("experiment=predict2_video2world_training_tiny_example", "model.config.lora_rank=8")
+    model = Video2WorldModel(cfg.model.config)
+    with caplog.at_level("WARNING"):
+        model.setup("cpu")
+    assert "sets lora_rank but model.config.train_architecture='full'" in caplog.text
+    assert "model.config.train_architecture=lora" in caplog.text

@@ -92,8 +92,20 @@ def test_adapter_file_round_trip_and_flag_checks(tmp_path):
 
 
 def test_targets_matching_nothing_fail_before_any_work():
-    with pytest.raises(LoraConfigError, match=r"\['qkv'\] match no Linear"):
-        add_lora(build_net("2B", device="meta"), LoraSpec(16, 16, "q_proj,qkv"))
+    with pytest.raises(LoraConfigError, match=r"No parameters found for LoRA adaptation.*\['qkv'\] match no Linear"):
+        add_lora(build_net("2B", device="meta"), LoraSpec(16, 16, "qkv"))
+
+
+def test_a_partial_match_warns_and_trains_the_matched_targets(caplog):
+    """The guide's creative recipe adds norm1,norm2 (no Linear layer has those names): as the reference, the
+    matched targets train and the others are reported (issue 12)."""
+    net = build_net("2B", device="meta")
+    with caplog.at_level("WARNING", logger="cosmos_predict2.lora.adapters"):
+        add_lora(net, LoraSpec(16, 16, "q_proj,norm1,norm2"))
+    assert "['norm1', 'norm2'] match no Linear layer of the network and are ignored" in caplog.text
+    assert "valid targets: q_proj, k_proj" in caplog.text
+    assert count_parameters(net, trainable_only=True) == count_parameters(
+        add_lora(build_net("2B", device="meta"), LoraSpec(16, 16, "q_proj")), trainable_only=True)
 
 
 def test_merging_adapters_gives_the_same_function_without_lora_layers():

@@ -5,6 +5,7 @@ The spec (`lora/spec.py`) says what to inject; the file format (`lora/files.py`)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -12,6 +13,8 @@ from peft import inject_adapter_in_model
 from torch import nn
 
 from cosmos_predict2.lora.spec import ADAPTER_NAME, VALID_TARGETS, LoraConfigError, LoraSpec
+
+log = logging.getLogger(__name__)
 
 
 def matching_modules(net: nn.Module, target_modules: list[str]) -> list[str]:
@@ -25,14 +28,21 @@ def matching_modules(net: nn.Module, target_modules: list[str]) -> list[str]:
 
 def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.float32) -> nn.Module:
     """Inject LoRA adapters with PEFT (in place), freeze everything else, keep adapters in `adapter_dtype`.
-    Works on the meta device (nothing is allocated), which is how configs are checked before any weight is read."""
+    Works on the meta device (nothing is allocated), which is how configs are checked before any weight is read.
+
+    Targets that match no Linear layer are reported and skipped, as the reference (PEFT) does with a partial match
+    (the guide's creative recipe names `norm1,norm2`, which are not Linear layers); when none matches, the guide's
+    "No parameters found for LoRA adaptation" error lists the valid names."""
     unmatched = [t for t in spec.target_modules if not matching_modules(net, [t])]
+    valid = f"valid targets: {', '.join(VALID_TARGETS)} (or a longer suffix such as self_attn.q_proj)"
+    if len(unmatched) == len(spec.target_modules):
+        raise LoraConfigError(f"No parameters found for LoRA adaptation: LoRA target modules {unmatched} match no "
+                              f"Linear layer of the network; {valid}")  # fmt: skip
     if unmatched:
-        raise LoraConfigError(
-            f"LoRA target modules {unmatched} match no Linear layer of the network; valid targets include "
-            f"{', '.join(VALID_TARGETS)} (or e.g. self_attn.q_proj)"
-        )
-    inject_adapter_in_model(spec.to_peft(), net, adapter_name=ADAPTER_NAME)
+        log.warning(f"LoRA target modules {unmatched} match no Linear layer of the network and are ignored; {valid}. "
+                    f"Training adapters on {[t for t in spec.target_modules if t not in unmatched]}")  # fmt: skip
+    matched = [t for t in spec.target_modules if t not in unmatched]
+    inject_adapter_in_model(spec.to_peft(matched), net, adapter_name=ADAPTER_NAME)
     for name, p in net.named_parameters():
         is_lora = ".lora_" in name
         p.requires_grad_(is_lora)

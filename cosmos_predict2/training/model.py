@@ -34,6 +34,7 @@ from cosmos_predict2.diffusion.rectified_flow import (
     video2world_loss,
 )
 from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, add_lora, file_sha256, load_adapter_weights
+from cosmos_predict2.lora.spec import CONFIG_KEYS
 from cosmos_predict2.networks import build_net, count_parameters, load_dit_weights, net_config
 from cosmos_predict2.parallel.dtensor import full_state, is_sharded
 from cosmos_predict2.training.checkpointer import CheckpointError
@@ -107,6 +108,18 @@ class Video2WorldModel(nn.Module):
                                   f"{self.config.train_architecture!r}")
         return total, trainable
 
+    def _warn_unused_lora_fields(self) -> None:
+        """The guide's troubleshooting item 1: LoRA fields set while train_architecture is not "lora" train
+        nothing of what they describe. Say so loudly instead of silently fine-tuning the whole network."""
+        if self.is_lora:
+            return
+        defaults = Video2WorldModelConfig()
+        changed = [key for key in CONFIG_KEYS.values() if getattr(self.config, key) != getattr(defaults, key)]
+        if changed:
+            log.warning(f"model.config sets {', '.join(changed)} but model.config.train_architecture="
+                        f"{self.config.train_architecture!r}: the LoRA fields are ignored and the whole network "
+                        "trains. Add model.config.train_architecture=lora to train LoRA adapters.")  # fmt: skip
+
     def parameter_report(self) -> list[str]:
         """The guide's "Adding LoRA adapters" and "Total parameters" lines, from the meta-device network (so
         `--dryrun` prints them without reading a weight). Counts are per copy of the network: the reference's
@@ -120,6 +133,7 @@ class Video2WorldModel(nn.Module):
 
     def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0) -> None:
         self.device, self.seed, self.rank = torch.device(device), seed, rank
+        self._warn_unused_lora_fields()
         report = self.parameter_report()  # fail fast, before reading weights or touching the GPU
         for line in report[:-1]:
             log.info(line)

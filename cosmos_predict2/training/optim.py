@@ -95,7 +95,19 @@ class LambdaLinearScheduler:
 
 
 class ConstantScheduler:
-    """lr factor 1 at every step (the `constant` scheduler group)."""
+    """lr factor 1 at every step (the `constant` scheduler group).
+
+    The guide's experiments set `scheduler=dict(warm_up_steps=..., cycle_lengths=..., f_max=..., f_min=...)` for the
+    default lambdalinear schedule; with `scheduler=constant` those keys merge into this node, so they are accepted
+    and reported once as unused instead of failing with a TypeError."""
+
+    def __init__(self, **unused: object) -> None:
+        known = {"warm_up_steps", "cycle_lengths", "f_start", "f_max", "f_min", "verbosity_interval"}
+        unknown = sorted(set(unused) - known)
+        if unknown:
+            raise TypeError(f"scheduler=constant: unknown keys {unknown}")
+        if unused:
+            log.info(f"scheduler=constant: the lambdalinear keys {sorted(unused)} of the experiment have no effect")
 
     def __call__(self, n: int) -> float:
         return 1.0

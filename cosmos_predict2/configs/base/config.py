@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from cosmos_predict2.configs.base.defaults.callbacks import register_callbacks
 from cosmos_predict2.configs.base.defaults.checkpoint import register_checkpoint
 from cosmos_predict2.configs.base.defaults.data import register_dataloader_val
+from cosmos_predict2.configs.base.defaults.lora_preset import register_lora_presets
 from cosmos_predict2.configs.base.defaults.model import register_model
 from cosmos_predict2.configs.base.defaults.optimizer import register_optimizer
 from cosmos_predict2.configs.base.defaults.scheduler import register_scheduler
@@ -41,6 +42,7 @@ DEFAULTS = [
     {"callbacks": "basic"},
     {"dataloader_val": "mock"},
     {"experiment": None},
+    {"lora_preset": None},  # after the experiment: a preset overrides its rank/alpha/lr
 ]
 
 
@@ -83,6 +85,7 @@ def register_all() -> None:
     register_checkpoint()
     register_callbacks()
     register_dataloader_val()
+    register_lora_presets()
     import_experiments()
     _REGISTERED = True
 

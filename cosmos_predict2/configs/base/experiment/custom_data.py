@@ -13,7 +13,12 @@ example_video_dataset = video_dataset_720p("datasets/custom_video2world_dataset"
 dataloader_video_train = video_dataloader(example_video_dataset, batch_size=1)
 
 predict2_video2world_lora_training_2b_custom_data = merge(
-    LORA_2B, dict(job=dict(name="2b_custom_data"), dataloader_train=dataloader_video_train_lora)
+    LORA_2B,
+    dict(
+        job=dict(name="2b_custom_data"),
+        checkpoint=dict(save_iter=500),  # the guide's custom-data value (NeMo assets: 400)
+        dataloader_train=dataloader_video_train_lora,
+    ),
 )
 predict2_video2world_lora_training_14b_custom_data = merge(
     LORA_14B,

@@ -6,12 +6,15 @@
   folder. A kill at any moment leaves either the old file or the new one, never half of one. Temporary files
   are named `.NAME.tmp-PID` so a later run can recognise (and remove) what a killed save left behind.
 - `check_keys(expected, given, source)`: missing, unexpected and wrongly shaped keys in one message.
+- `file_sha256(path)` (memoised within a process) and `cached_file_sha256(path)` (also remembered across runs in
+  `$XDG_CACHE_HOME/cosmos_predict2/sha256.json`, keyed by absolute path, size and mtime).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -122,6 +125,48 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
+SHA256_CACHE_MAX_ENTRIES = 1000
+
+
+def sha256_cache_file() -> Path:
+    """`$XDG_CACHE_HOME/cosmos_predict2/sha256.json` (default `~/.cache/...`): sha256 of large files by (absolute
+    path, size, mtime), so that checking a 28 GB base checkpoint costs one hash per machine, not one per run."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "cosmos_predict2" / "sha256.json"
+
+
+def _read_sha256_cache(cache: Path) -> dict:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable or corrupt: start again (it is only a cache)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_file_sha256(path: str | os.PathLike) -> str:
+    """`file_sha256(path)`, also remembered across runs in `sha256_cache_file()` under (absolute path, size,
+    mtime_ns): a file rewritten or replaced (other size or mtime) is hashed again. The cache is best effort: a
+    cache that cannot be read or written only costs the hash."""
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    key, stamp = str(resolved), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    cache_file = sha256_cache_file()
+    entry = _read_sha256_cache(cache_file).get(key)
+    if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = file_sha256(resolved)
+    cache = _read_sha256_cache(cache_file)  # read again: another process may have added entries meanwhile
+    cache.pop(key, None)
+    cache[key] = {**stamp, "sha256": digest}
+    if len(cache) > SHA256_CACHE_MAX_ENTRIES:  # keep the newest entries (dicts keep insertion order)
+        cache = dict(list(cache.items())[-SHA256_CACHE_MAX_ENTRIES:])
+    try:
+        atomic_write_text(cache_file, json.dumps(cache, indent=1))
+    except OSError:
+        pass
+    return digest
+
+
 def _describe(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -161,10 +206,12 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_text",
+    "cached_file_sha256",
     "check_keys",
     "file_sha256",
     "is_temporary_name",
     "mismatch_report",
     "safe_load",
+    "sha256_cache_file",
     "temporary_name",
 ]

@@ -51,7 +51,8 @@ PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")  # experiment=NAME in usage lines
 
 def parse_command(cmd: str) -> tuple[str, str, list[str]] | None:
     """-> (kind, target, args): kind "module", "script" or "make"; None for commands we do not check."""
-    cmd = re.sub(r"\[[^\]]*\]", "", cmd)  # optional parts of usage lines: [key.path=value ...]
+    # Optional parts of usage lines ([key.path=value ...]) hold a space or "..."; list values ([64,64]) do not.
+    cmd = re.sub(r"\[[^\]]*(\.\.\.|\s)[^\]]*\]", "", cmd)
     words = shlex.split(cmd)
     while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):  # VAR=value prefixes
         words = words[1:]

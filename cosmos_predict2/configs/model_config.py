@@ -7,6 +7,7 @@ standard library only), whose defaults these fields take.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,6 +88,41 @@ class Video2WorldModelConfig:
         return LoraSpec.from_model_config(self)
 
 
+class ModelConfigError(ValueError):
+    """A `model.config.*` value of the wrong type or out of range; the message names the key."""
+
+
+def type_problem(value: Any, default: Any) -> str | None:
+    """None when `value` has the type of `default` (ints where an int is expected, numbers where a float is, a
+    list where a list is, ...), else what is expected, for a message ("an integer", "a list of integers")."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (list, tuple)):
+        kinds = {type(d) for d in default}
+        of = f" of {_plural(type_problem(object(), default[0]))}" if len(kinds) == 1 else ""
+        if not isinstance(value, (list, tuple)):
+            return f"a list{of}"
+        if of and any(type_problem(v, default[0]) is not None for v in value):
+            return f"a list{of}"
+        return None
+    if isinstance(default, Mapping):
+        return None if isinstance(value, Mapping) else "a mapping {key: value}"
+    return None
+
+
+def _plural(kind: str | None) -> str:
+    return {"an integer": "integers", "a number": "numbers", "a string": "strings",
+            "true or false": "booleans"}.get(kind or "", "values")  # fmt: skip
+
+
 def model_config_dict(**overrides: Any) -> dict:
     """The default model config as a plain dict (for the Hydra tree), with overrides merged in."""
     base = asdict(Video2WorldModelConfig())
@@ -108,7 +144,8 @@ def parse_model_config(config: Any) -> Video2WorldModelConfig:
     d = _to_container(config)
     unknown = sorted(set(d) - set(Video2WorldModelConfig.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"unknown model.config fields {unknown}")
+        raise ModelConfigError(f"unknown model.config fields {unknown}")
+    _check_types(d)
     pipe = dict(d.get("pipe_config") or {})
     pipe_cfg = PipeConfig(ema=EMAConfig(**dict(pipe.get("ema") or {})), **{k: v for k, v in pipe.items() if k != "ema"})
     cfg = Video2WorldModelConfig(**{**d, "pipe_config": pipe_cfg})
@@ -116,10 +153,29 @@ def parse_model_config(config: Any) -> Video2WorldModelConfig:
     return cfg
 
 
+_DEFAULTS = asdict(Video2WorldModelConfig())
+
+
+_CHECKED_BY_SPEC = {"lora_target_modules"}  # a string or a list of names: the LoRA spec parses and checks it
+
+
+def _check_types(d: dict, defaults: dict = _DEFAULTS, prefix: str = "model.config.") -> None:
+    for key, value in d.items():
+        default = defaults.get(key)
+        if key in _CHECKED_BY_SPEC:
+            continue
+        if isinstance(default, dict) and isinstance(value, Mapping) and key != "net":
+            _check_types(dict(value), default, f"{prefix}{key}.")
+            continue
+        kind = type_problem(value, default)
+        if kind is not None:
+            raise ModelConfigError(f"{prefix}{key}={value!r}: expected {kind} (default {default!r})")
+
+
 def _check(cfg: Video2WorldModelConfig) -> None:
     def check(ok: bool, key: str, msg: str) -> None:
         if not ok:
-            raise ValueError(f"model.config.{key}={getattr(cfg, key)!r}: {msg}")
+            raise ModelConfigError(f"model.config.{key}={getattr(cfg, key)!r}: {msg}")
 
     check(cfg.train_architecture in TRAIN_ARCHITECTURES, "train_architecture", f"choose one of {TRAIN_ARCHITECTURES}")
     check(cfg.precision in PRECISIONS, "precision", f"choose one of {sorted(PRECISIONS)}")
@@ -141,8 +197,10 @@ def _check(cfg: Video2WorldModelConfig) -> None:
 __all__ = [
     "DEFAULT_DIT_PATHS",
     "EMAConfig",
+    "ModelConfigError",
     "PipeConfig",
     "Video2WorldModelConfig",
     "model_config_dict",
     "parse_model_config",
+    "type_problem",
 ]

@@ -107,6 +107,9 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
                             "(slower; the default merge runs at the base model's speed)")
         p.add_argument("--base_dit_path", default=None,
                        help="base DiT for an adapter checkpoint (default: the path recorded in it)")
+        p.add_argument("--allow_base_mismatch", action="store_true",
+                       help="generate even when the base DiT is not the file the adapter was trained on (its size "
+                            "or sha256 differs from the ones recorded in the adapter)")
     return p
 
 
@@ -236,7 +239,8 @@ def _load_net(args: argparse.Namespace, request: Request, device: torch.device, 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the DiT runs in bf16 on GPU
     if request.use_lora:
         flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
-                          args.base_dit_path, merge=not args.no_merge_lora)  # fmt: skip
+                          args.base_dit_path, merge=not args.no_merge_lora,
+                          allow_base_mismatch=args.allow_base_mismatch)  # fmt: skip
         loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
     else:
         dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cosmos_predict2.io import safe_load
+from cosmos_predict2.io import cached_file_sha256, safe_load
 from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, is_adapter_checkpoint
 from cosmos_predict2.lora.adapters import add_lora, load_adapter_weights, merge_lora_, set_lora_scale
 from cosmos_predict2.lora.files import has_reference_lora, infer_spec_from_weights, split_reference_lora_checkpoint
@@ -29,10 +29,15 @@ class LoraFlags:
     scale: float = 1.0
     base_dit_path: str | None = None
     merge: bool = True  # fold the adapters into the base weights: base-model speed at inference
+    allow_base_mismatch: bool = False  # generate even when the base's size/sha256 differ from the recorded ones
 
     def spec_flags(self) -> dict:
         """The flags that must equal the adapter file's values, by LoRA config key."""
         return {"lora_rank": self.rank, "lora_alpha": self.alpha, "lora_target_modules": self.target_modules}
+
+
+class BaseMismatchError(LoraConfigError):
+    """The base DiT is not the file the adapter was trained on (size or sha256 differ from the recorded ones)."""
 
 
 @dataclass
@@ -91,6 +96,60 @@ def _finish_lora(
     return net.to(device).eval().requires_grad_(False)
 
 
+def resolve_base_path(adapter_path: Path, base: Mapping, explicit: str | None) -> tuple[Path, str]:
+    """The base DiT of an adapter and how it was found: --base_dit_path; else the recorded `dit_path` as given
+    (relative to the working directory) if it exists, else the recorded absolute `dit_path_abs`, else `dit_path`
+    relative to the adapter's job folder or any folder above it (training ran in one of them)."""
+    source = str(adapter_path)
+    if explicit:
+        if not Path(explicit).exists():
+            raise FileNotFoundError(f"--base_dit_path {explicit} not found (base DiT for LoRA checkpoint {source})")
+        return Path(explicit), "--base_dit_path"
+    recorded = base.get("dit_path")
+    if not recorded:
+        raise LoraConfigError(f"{source} does not record its base model: pass --base_dit_path")
+    tried = [Path(recorded)]
+    if tried[0].exists():
+        return tried[0], "recorded dit_path"
+    if base.get("dit_path_abs"):
+        tried.append(Path(base["dit_path_abs"]))
+        if tried[-1].exists():
+            return tried[-1], "recorded dit_path_abs"
+    if not Path(recorded).is_absolute():
+        for folder in adapter_path.absolute().parents:  # JOB/checkpoints/model/iter_*.pt -> JOB, ..., /
+            candidate = folder / recorded
+            if candidate.exists():
+                return candidate, f"recorded dit_path, relative to {folder}"
+    raise FileNotFoundError(
+        f"base DiT {recorded} (the path recorded in the adapter at training time) not found for LoRA checkpoint "
+        f"{source} (tried {', '.join(map(str, tried))} and the folders above the adapter): pass --base_dit_path"
+    )
+
+
+def check_base_identity(adapter_path: Path, base: Mapping, base_path: Path, allow_mismatch: bool = False) -> str:
+    """Raise BaseMismatchError unless `base_path` is the file the adapter was trained on: same size (free), then
+    same sha256 (hashed once per machine and file version, see `cached_file_sha256`). Adapters that record no
+    sha256 (old files, hash_base_checkpoint=False, random bases) and diffusers folders are not checked. Returns
+    what was checked, for the log line."""
+    recorded = base.get("sha256")
+    if not recorded or not base_path.is_file():
+        return "base identity not recorded, not checked"
+    if allow_mismatch:
+        return "base identity not checked: --allow_base_mismatch"
+    size, recorded_size = base_path.stat().st_size, base.get("size")
+    trained_on = f"LoRA checkpoint {adapter_path} was trained on base {base.get('dit_path')}"
+    advice = ("pass the base it was trained on with --base_dit_path, or --allow_base_mismatch to generate with "
+              "this base anyway")  # fmt: skip
+    if recorded_size is not None and int(recorded_size) != size:
+        raise BaseMismatchError(f"{trained_on} ({int(recorded_size):,} bytes, sha256 {recorded[:12]}...) but the "
+                                f"base DiT {base_path} has {size:,} bytes: {advice}")  # fmt: skip
+    digest = cached_file_sha256(base_path)
+    if digest != recorded:
+        raise BaseMismatchError(f"{trained_on} (sha256 {recorded[:12]}...) but the base DiT {base_path} has sha256 "
+                                f"{digest[:12]}...: {advice}")  # fmt: skip
+    return f"sha256 {digest[:12]}... as recorded"
+
+
 def load_lora_net(
     dit_path: str | os.PathLike, model_size: str | None, device: torch.device, dtype: torch.dtype,
     flags: LoraFlags, net_config: Mapping | None = None,
@@ -115,19 +174,13 @@ def load_lora_net(
                 f"{source}: --model_size {model_size} but the adapter was trained on the {recorded_size} model"
             )
         size = recorded_size or model_size
-        base_path = flags.base_dit_path or base.get("dit_path")
-        if not base_path:
-            raise LoraConfigError(f"{source} does not record its base model: pass --base_dit_path")
-        if not Path(base_path).exists():
-            hint = "" if flags.base_dit_path else " (the path recorded in the adapter at training time)"
-            raise FileNotFoundError(
-                f"base DiT {base_path}{hint} not found for LoRA checkpoint {source}: pass --base_dit_path"
-            )
+        base_path, how = resolve_base_path(path, base, flags.base_dit_path)
+        checked = check_base_identity(path, base, base_path, flags.allow_base_mismatch)
         cfg = base.get("net_config") or net_config
         net = load_dit_weights(_meta_net(size, cfg), base_path, dtype=dtype)
         net = _finish_lora(net, spec, weights, source, flags, device, dtype)
-        desc = f"base DiT {size} from {base_path} + LoRA {source} (rank {spec.rank}, alpha {spec.alpha}, " \
-               f"targets {','.join(spec.target_modules)}, scale {flags.scale})"
+        desc = f"base DiT {size} from {base_path} ({how}; {checked}) + LoRA {source} (rank {spec.rank}, " \
+               f"alpha {spec.alpha}, targets {','.join(spec.target_modules)}, scale {flags.scale})"
         return LoadedNet(net, desc, spec)
 
     if has_reference_lora(state):

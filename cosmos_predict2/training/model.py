@@ -33,7 +33,8 @@ from cosmos_predict2.diffusion.rectified_flow import (
     conditioning_mask,
     video2world_loss,
 )
-from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, add_lora, file_sha256, load_adapter_weights
+from cosmos_predict2.io import cached_file_sha256
+from cosmos_predict2.lora import AdapterFile, LoraConfigError, LoraSpec, add_lora, load_adapter_weights
 from cosmos_predict2.lora.spec import CONFIG_KEYS
 from cosmos_predict2.networks import build_net, count_parameters, load_dit_weights, net_config
 from cosmos_predict2.parallel.dtensor import full_state, is_sharded
@@ -179,12 +180,19 @@ class Video2WorldModel(nn.Module):
             log.info(f"EMA (power, rate {c.pipe_config.ema.rate}): {self.ema.num_parameters():,} parameters ({what})")
 
     def base_info(self) -> dict:
-        """What a LoRA checkpoint records about its base (lora_config.base)."""
+        """What a LoRA checkpoint records about its base (lora_config.base): the path as configured and its absolute
+        form (inference resolves either from anywhere), the file's size and sha256 (inference checks them; the
+        hash is cached across runs, see `cosmos_predict2.io.cached_file_sha256`)."""
         c = self.config
-        if self._base_sha256 is None and c.dit_path and c.hash_base_checkpoint and Path(c.dit_path).is_file():
-            self._base_sha256 = file_sha256(c.dit_path)
+        is_file = bool(c.dit_path) and Path(c.dit_path).is_file()
+        if self._base_sha256 is None and is_file and c.hash_base_checkpoint:
+            self._base_sha256 = cached_file_sha256(c.dit_path)
         info = {"model_size": c.model_size, "dit_path": c.dit_path, "sha256": self._base_sha256 or "",
                 "net_config": {k: v for k, v in self.net_kwargs().items() if k != "activation_checkpointing"}}
+        if c.dit_path:
+            info["dit_path_abs"] = str(Path(c.dit_path).resolve())
+        if is_file:
+            info["size"] = Path(c.dit_path).stat().st_size
         if not c.dit_path:  # a random base is only reproducible from its init method and seed
             info.update(random_init=c.random_init, seed=self.seed)
         return info
@@ -316,15 +324,6 @@ class Video2WorldModel(nn.Module):
                     f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
                     f"model.config.dit_path={c.dit_path} has sha256 {current[:12]}...; resume with the same base"
                 )
-
-
-def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    if is_sharded(net):  # FSDP2: each rank keeps its shard of the whole tensors
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(net, weights, options=StateDictOptions(full_state_dict=True))
-    else:
-        net.load_state_dict(weights, strict=True)
 
 
 def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -132,3 +132,29 @@ def test_lora_fields_without_lora_architecture_say_so_loudly(caplog):
         model.setup("cpu")
     assert "sets lora_rank but model.config.train_architecture='full'" in caplog.text
     assert "model.config.train_architecture=lora" in caplog.text
+
+
+def test_section5_max_iter_and_lr_inside_model_config_take_effect(tmp_path, caplog):
+    """The guide's domain snippets put max_iter and lr in model.config: they become trainer.max_iter / optimizer.lr."""
+    import textwrap
+
+    package = _experiment_package(tmp_path, {"robot.py": textwrap.dedent("""
+        from hydra.core.config_store import ConfigStore
+        from cosmos_predict2.configs.base.experiment.domains import predict2_video2world_lora_training_2b_robotics as r
+        from cosmos_predict2.configs.base.experiment import merge
+        snippet = merge(r, dict(model=dict(config=dict(max_iter=3000, lr=2 ** (-9.5)))))
+        del snippet["trainer"]["max_iter"], snippet["optimizer"]
+        ConfigStore.instance().store(group="experiment", package="_global_", name="guide_snippet_robotics",
+                                     node=snippet)
+    """)})  # fmt: skip
+    try:
+        from cosmos_predict2.configs.base.config import import_experiments
+
+        import_experiments(package)
+        with caplog.at_level("WARNING"):
+            cfg = _compose("experiment=guide_snippet_robotics")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert cfg.trainer.max_iter == 3000 and cfg.optimizer.lr == 2 ** (-9.5)
+    assert "max_iter" not in cfg.model.config and "lr" not in cfg.model.config
+    assert "model.config.max_iter=3000 (as the guide writes it) is trainer.max_iter" in caplog.text

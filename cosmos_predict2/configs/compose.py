@@ -25,7 +25,7 @@ from typing import Any
 from hydra import compose, initialize
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import Container, DictConfig, OmegaConf
+from omegaconf import Container, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cosmos_predict2.configs.model_config import type_problem
@@ -134,9 +134,33 @@ def compose_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()
             raise _explain(e2, overrides, base) from None
     if any(_split_override(o)[0] not in GROUPS for o in overrides):
         check_overrides(cfg, overrides, base if base is not None else _group_tree(overrides))
+    move_guide_model_keys(cfg)
     check_config(cfg)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+# The guide's domain snippets (section 5) write these inside model.config; the trainer and the optimizer read them
+# from trainer.max_iter and optimizer.lr.
+GUIDE_MODEL_KEYS = {"max_iter": "trainer.max_iter", "lr": "optimizer.lr"}
+
+
+def move_guide_model_keys(cfg: DictConfig) -> None:
+    """Accept `model.config.max_iter` / `model.config.lr` as the guide writes them: move each where it takes
+    effect, and say so once."""
+    import logging
+
+    model_config = OmegaConf.select(cfg, "model.config")
+    if model_config is None:
+        return
+    for key, target in GUIDE_MODEL_KEYS.items():
+        if key not in model_config:
+            continue
+        with open_dict(cfg):
+            value = model_config.pop(key)
+            OmegaConf.update(cfg, target, value, force_add=True)
+        logging.getLogger("cosmos_predict2").warning(
+            f"model.config.{key}={value} (as the guide writes it) is {target}: using {target}={value}")
 
 
 def _is_group(override: str) -> bool:

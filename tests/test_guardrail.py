@@ -143,11 +143,16 @@ def test_missing_weights_name_folder_and_download(tmp_path, monkeypatch):
     assert f"huggingface-cli download nvidia/Cosmos-Guardrail1 --local-dir {tmp_path / 'nowhere'}" in reason
 
 
-def test_text_and_video_checks(weights):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_text_and_video_checks(weights, device):
+    """On CUDA with offload: the models run on the GPU and go back to the CPU afterwards."""
     folder, guard_folder, _ = weights
     assert guardrail.unavailable_reason(folder, guard_folder) is None
     logs = []
-    guard = Guardrail("cpu", offload=True, weights_dir=folder, text_guard_dir=guard_folder, log=logs.append)
+    guard = Guardrail(device, offload=True, weights_dir=folder, text_guard_dir=guard_folder, log=logs.append)
     assert guard.check_text("a robot") == (True, "")
     ok, reason = guard.check_text("a zorblax robot")
     assert not ok and reason.startswith("BLOCKLIST") and "****" in reason

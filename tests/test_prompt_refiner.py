@@ -117,11 +117,12 @@ def test_missing_weights_message(tmp_path, monkeypatch):
     assert f"huggingface-cli download nvidia/Cosmos-Reason1-7B --local-dir {tmp_path / 'nowhere'}" in reason
 
 
-def test_refine_image_and_video_offloaded(reason1, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_refine_image_and_video_offloaded(reason1, monkeypatch, device):
     monkeypatch.setattr(prompt_refiner, "MAX_NEW_TOKENS", 6)  # the reference's 512 tokens take ~20 s on a CPU
     assert prompt_refiner.unavailable_reason(reason1) is None
     logs = []
-    refiner = PromptRefiner("cpu", offload=True, checkpoint_dir=reason1, log=logs.append)
+    refiner = PromptRefiner(device, offload=True, checkpoint_dir=reason1, log=logs.append)
     dialog = refiner.messages("a robot", 1)
     assert dialog[0] == {"role": "system", "content": prompt_refiner.SYSTEM_PROMPT_REFINE}
     assert dialog[1]["content"] == [{"type": "text", "text": "a robot"}, {"type": "image"}]

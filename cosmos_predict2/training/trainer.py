@@ -7,7 +7,7 @@ parallelisation (cosmos_predict2.parallel, from outside the network) -> EMA/opti
 The loop then reads: next batch -> `train_step` -> monitors -> checkpoint. One process works without
 torch.distributed; under torchrun every rank runs the same loop.
 
-Faults (docs/troubleshooting.md, "Interrupted and failed runs"):
+Faults (docs/troubleshooting.md, "Training" and "Interrupted runs and damaged checkpoints"):
 - one run per job folder: rank 0 locks it (`training/lock.py`) before anything else; every rank learns the verdict;
 - at start (lock held) temporary files of killed saves are removed, then the run resumes from the newest complete
   checkpoint set (the checkpointer falls back past damaged sets); config.yaml is written only once that worked;
@@ -389,7 +389,9 @@ class _StopRequests:
             os.write(2, f"\n{name} received: the run stops after this iteration and saves a checkpoint (Ctrl-C "
                         "again to stop at once, without saving)\n".encode())  # fmt: skip
         elif signum == signal.SIGINT and time.monotonic() - self._first_at > self.SAME_PRESS_S:
-            raise TrainingInterrupted(signum, f"{name} again: stopped at once, without saving a checkpoint")
+            message = f"{name} again: stopped at once, without saving a checkpoint"
+            os.write(2, f"{message}\n".encode())  # a SystemExit prints nothing
+            raise TrainingInterrupted(signum, message)
 
 
 def _agreed_stop(run: Run, stops: _StopRequests) -> int:

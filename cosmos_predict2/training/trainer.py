@@ -254,7 +254,7 @@ def train(cfg: DictConfig) -> TrainResult:
             if proc.is_main:
                 log.info(f"Job dir {job_dir} (config.yaml, stdout.log, checkpoints/, tensorboard/); device "
                          f"{proc.device}, world size {proc.world_size}")  # fmt: skip
-                _remove_temporary_files(Checkpointer(job_dir, 1).dir)
+                _remove_temporary_files(job_dir / "checkpoints")
             run = build(cfg, proc, job_dir)
             if proc.is_main:  # only now: a refused or failed resume leaves the job's config.yaml as it was
                 atomic_write_text(job_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -4,7 +4,8 @@
   refused; every error names the file and says what to do.
 - `atomic_write(path, write)`: write to a hidden temporary name in the same folder, fsync, rename, fsync the
   folder. A kill at any moment leaves either the old file or the new one, never half of one. Temporary files
-  are named `.NAME.tmp-PID` so a later run can recognise (and remove) what a killed save left behind.
+  are named `.NAME.tmp-PID` so a later run can recognise (and remove) what a killed save left behind
+  (`remove_temporary_files(folder)`).
 - `check_keys(expected, given, source)`: missing, unexpected and wrongly shaped keys in one message.
 - `file_sha256(path)` (memoised within a process) and `cached_file_sha256(path)` (also remembered across runs in
   `$XDG_CACHE_HOME/cosmos_predict2/sha256.json`, keyed by absolute path, size and mtime).
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,6 +72,26 @@ def temporary_name(path: Path) -> Path:
 
 def is_temporary_name(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
+
+
+# `temporary_name`'s pattern exactly: a dot, the final name, ".tmp-", the writer's pid.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>[0-9]+)")
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete what killed atomic writes left in `folder` (not its sub-folders): files named exactly like
+    `temporary_name` makes them, except this process's own. The caller must know that no other process is writing
+    there (training holds the job folder's lock)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and int(match["pid"]) != os.getpid() and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -211,6 +233,7 @@ __all__ = [
     "file_sha256",
     "is_temporary_name",
     "mismatch_report",
+    "remove_temporary_files",
     "safe_load",
     "sha256_cache_file",
     "temporary_name",

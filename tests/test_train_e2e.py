@@ -201,3 +201,106 @@ def test_cached_latents_are_used_without_the_vae(dataset_dir, tmp_path, monkeypa
     monkeypatch.setattr(Video2WorldModel, "tokenizer", property(no_vae))
     cfg = make_cfg(ds, tmp_path, LORA, "trainer.max_iter=2", "dataloader_train.dataset.use_cached_latents=true")
     assert train(cfg).final_iteration == 2
+
+
+# --- faults (issue 13); the whole campaign (kill -9, two processes, a real SIGTERM) is tests/test_faults.py --------
+
+
+def _ck(cfg) -> Path:
+    return job_dir_of(cfg) / "checkpoints"
+
+
+def test_diverging_lr_saves_nothing_during_the_streak_and_says_how_to_go_on(dataset_dir, tmp_path):
+    cfg = make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=6", "checkpoint.save_iter=1", "optimizer.lr=1e6")
+    with pytest.raises(NonFiniteLossError) as e:
+        train(cfg)
+    message = str(e.value)
+    # lr=1e6: iterations 1-2 finite, NaN from 3 on (the weights of checkpoint 2 give it): latest goes back to 1
+    assert "first at iteration 3, last at iteration 5" in message
+    assert "now names iter_000000001.pt, the last checkpoint whose weights gave a finite loss" in message
+    assert "To go on with a 10x lower learning rate, run `" in message and "optimizer.lr=1e+05`" in message
+    ck = _ck(cfg)
+    assert (ck / "latest_checkpoint.txt").read_text() == "iter_000000001.pt\n"
+    assert sorted(p.name for p in (ck / "model").iterdir()) == ["iter_000000001.pt", "iter_000000002.pt.diverged"]
+    sane = train(make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=4", "checkpoint.save_iter=1"))
+    assert sane.start_iteration == 1 and all(math.isfinite(x) for x in sane.losses)
+    assert "optimizer.lr=0.00390625 (the checkpoint was trained with 1e+06): going on with 0.00390625" in (
+        job_dir_of(cfg) / "stdout.log").read_text()  # fmt: skip
+
+
+def test_a_second_run_in_a_locked_job_folder_is_refused_and_writes_nothing(dataset_dir, tmp_path):
+    import os
+
+    from cosmos_predict2.training.lock import JobLock, JobLockedError
+
+    cfg = make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=1")
+    lock = JobLock(job_dir_of(cfg)).acquire()  # "another run" (this process, through another open file)
+    try:
+        with pytest.raises(JobLockedError, match=rf"is in use by another training run \(pid {os.getpid()} on "):
+            train(cfg)
+    finally:
+        lock.release()
+    assert sorted(p.name for p in job_dir_of(cfg).iterdir()) == ["job.lock"]  # no config.yaml, log or checkpoint
+    assert train(cfg).final_iteration == 1
+
+
+def test_restart_without_latest_resumes_cleans_temporaries_and_overwrites_nothing(dataset_dir, tmp_path):
+    cfg = make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=4", "checkpoint.save_iter=2")
+    train(cfg)
+    ck = _ck(cfg)
+    (ck / "latest_checkpoint.txt").unlink()
+    before = {p: p.read_bytes() for p in ck.rglob("iter_*.pt")}
+    left = [ck / "model" / ".iter_000000006.pt.tmp-999999", ck / ".latest_checkpoint.txt.tmp-999999"]
+    for p in left:
+        p.write_bytes(b"half a save")
+    (ck / "model" / ".keep-me").write_text("not the atomic writer's")
+    result = train(make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=6", "checkpoint.save_iter=2"))
+    assert result.start_iteration == 4
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert not any(p.exists() for p in left) and (ck / "model" / ".keep-me").exists()
+    log_text = (job_dir_of(cfg) / "stdout.log").read_text()
+    assert "is missing: resuming from the newest complete checkpoint set, iter_000000004.pt" in log_text
+    assert "Removed 2 temporary file(s) left by interrupted saves" in log_text
+
+
+def test_damaged_checkpoints_fall_back_then_refuse_without_touching_config(dataset_dir, tmp_path):
+    cfg = make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=4", "checkpoint.save_iter=2")
+    train(cfg)
+    ck, config = _ck(cfg), job_dir_of(cfg) / "config.yaml"
+    optim = ck / "optim" / "iter_000000004.pt"
+    optim.write_bytes(optim.read_bytes()[:200])
+    assert train(cfg).start_iteration == 2  # fell back; iterations 3-4 trained again (and iter 4 rewritten)
+    log_text = (job_dir_of(cfg) / "stdout.log").read_text()
+    assert f"Cannot resume from iter_000000004.pt: optim checkpoint {optim} cannot be read" in log_text
+    assert "Falling back to the previous complete set, iter_000000002.pt." in log_text
+    for it in (2, 4):
+        (ck / "trainer" / f"iter_{it:09d}.pt").write_bytes(b"")
+    config_before = config.read_bytes()
+    with pytest.raises(CheckpointError, match="no complete checkpoint set to resume from"):
+        train(make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=6", "checkpoint.save_iter=2"))
+    assert config.read_bytes() == config_before  # a failed resume leaves the job's config.yaml alone
+
+
+def test_sigterm_saves_the_iteration_reached_and_exits_143(dataset_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from cosmos_predict2.training.model import Video2WorldModel
+    from cosmos_predict2.training.trainer import TrainingInterrupted
+
+    real_step = Video2WorldModel.training_step
+
+    def step(self, batch, iteration):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step: the step finishes, then the save
+        return real_step(self, batch, iteration)
+
+    monkeypatch.setattr(Video2WorldModel, "training_step", step)
+    cfg = make_cfg(dataset_dir, tmp_path, LORA, "trainer.max_iter=6", "checkpoint.save_iter=100")
+    with pytest.raises(TrainingInterrupted, match="SIGTERM: stopped at iteration 3 and saved checkpoint "
+                                                  "iter_000000003.pt") as e:  # fmt: skip
+        train(cfg)
+    assert e.value.code == 143
+    assert (_ck(cfg) / "latest_checkpoint.txt").read_text() == "iter_000000003.pt\n"
+    monkeypatch.undo()
+    assert train(cfg).start_iteration == 3

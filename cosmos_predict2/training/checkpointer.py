@@ -11,6 +11,12 @@ The checkpointer knows nothing of LoRA or FSDP: it saves and loads *parts*, obje
 `load_state_dict(state, source)`. Every file is written atomically (cosmos_predict2.io) and
 `latest_checkpoint.txt` is replaced last, so a kill at any moment leaves it naming a complete set. Every load goes
 through the one safe loader (`weights_only=True`, memory-mapped).
+
+Resuming (`choose_resume`) starts from the set latest_checkpoint.txt names; when that file is missing or unreadable,
+or its set is damaged (a part missing, truncated, empty), from the newest older *complete* set (all four parts
+present and readable), with a warning naming what was skipped. Checkpoint files with no readable set among them
+are an error, never a silent start from iteration 0 that would overwrite them (unless no set was ever complete
+and latest_checkpoint.txt was never written: what a kill during the first save leaves).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 
 PARTS = ("model", "optim", "scheduler", "trainer")
 LATEST = "latest_checkpoint.txt"
+DIVERGED = ".diverged"  # suffix of the files of a set whose weights gave non-finite losses (set_aside)
+_NAME = re.compile(r"iter_([0-9]{9,})\.pt")
 
 
 class CheckpointError(CheckpointFileError):
@@ -78,14 +87,92 @@ class Checkpointer:
             log.info(f"Saved checkpoint {checkpoint_name(iteration)} to {self.dir}")
         return self.path("model", iteration)
 
-    def load(self, iteration: int, parts: Mapping[str, Part]) -> None:
-        """Restore every part saved at `iteration`."""
+    def read(self, iteration: int) -> dict[str, Mapping]:
+        """Every part's state at `iteration`, read (memory-mapped) before any is applied, so that a damaged file is
+        found before the run's state is touched. Raises CheckpointFileError naming the file."""
+        states = {}
         for name in PARTS:
             path = self.path(name, iteration)
             if not path.is_file():
                 raise CheckpointError(f"checkpoint file missing: {path}")
-            parts[name].load_state_dict(safe_load(path, what=f"{name} checkpoint"), str(path))
+            states[name] = safe_load(path, what=f"{name} checkpoint")
+        return states
+
+    def apply(self, iteration: int, states: Mapping[str, Mapping], parts: Mapping[str, Part]) -> None:
+        for name in PARTS:
+            parts[name].load_state_dict(states[name], str(self.path(name, iteration)))
         log.info(f"Resumed from {self.dir / checkpoint_name(iteration)} (iteration {iteration})")
+
+    def load(self, iteration: int, parts: Mapping[str, Part]) -> None:
+        """Restore every part saved at `iteration`."""
+        self.apply(iteration, self.read(iteration), parts)
+
+    def files(self) -> dict[str, dict[int, Path]]:
+        """`{part: {iteration: path}}` of the checkpoint files on disk."""
+        found: dict[str, dict[int, Path]] = {}
+        for name in PARTS:
+            folder = self.dir / name
+            matches = (_NAME.fullmatch(p.name) for p in folder.iterdir()) if folder.is_dir() else ()
+            found[name] = {int(m[1]): folder / m[0] for m in matches if m}
+        return found
+
+    def complete_iterations(self) -> list[int]:
+        """Iterations with a file for every part, newest first (a kill between two parts leaves an incomplete set)."""
+        found = self.files()
+        return sorted(set.intersection(*(set(found[name]) for name in PARTS)), reverse=True)
+
+    def choose_resume(self) -> tuple[int, dict[str, Mapping]] | None:
+        """(iteration, states) of the set to resume from (see the module docstring); None when nothing was saved."""
+        complete = self.complete_iterations()
+        try:
+            latest = self.latest_iteration()
+        except CheckpointError as e:
+            log.warning(f"{e}: resuming from the newest complete checkpoint set instead")
+            latest = None
+        if latest is None and complete and not (self.dir / LATEST).exists():
+            log.warning(f"{self.dir / LATEST} is missing: resuming from the newest complete checkpoint set, "
+                        f"{checkpoint_name(complete[0])}")  # fmt: skip
+        candidates = complete if latest is None else [latest, *(i for i in complete if i < latest)]
+        problems = []
+        for iteration in candidates:
+            try:
+                return iteration, self.read(iteration)
+            except CheckpointFileError as e:  # the safe loader's message names the file
+                problems.append(str(e))
+                older = [i for i in complete if i < iteration]
+                log.warning(f"Cannot resume from {checkpoint_name(iteration)}: {e}. "
+                            + (f"Falling back to the previous complete set, {checkpoint_name(older[0])}."
+                               if older else "No older complete set."))  # fmt: skip
+        count = sum(len(v) for v in self.files().values())
+        if latest is None and not complete:
+            if count:  # a kill during the first save: those files were never a checkpoint, and will be rewritten
+                log.warning(f"Ignoring {count} file(s) of incomplete checkpoint sets in {self.dir} (left by an "
+                            "interrupted first save): starting from iteration 0")  # fmt: skip
+            return None
+        raise CheckpointError(
+            f"no complete checkpoint set to resume from in {self.dir} ({count} checkpoint file(s), none of them part "
+            f"of a set with all of {', '.join(PARTS)} readable{': ' + '; '.join(problems) if problems else ''}). "
+            f"Starting again from iteration 0 would overwrite them: restore the damaged files, or move {self.dir} "
+            "away (or use another job.name) to start from scratch."
+        )
+
+    def point_latest_at(self, iteration: int | None) -> None:
+        """Main rank: make latest_checkpoint.txt name `iteration` (None: remove it, a rerun starts afresh)."""
+        if iteration is None:
+            (self.dir / LATEST).unlink(missing_ok=True)
+        else:
+            atomic_write_text(self.dir / LATEST, checkpoint_name(iteration) + "\n")
+
+    def set_aside(self, iterations: list[int]) -> list[Path]:
+        """Main rank: rename the files of these sets to `iter_N.pt.diverged`: kept for a post-mortem, never resumed
+        from, and out of the way of the files a rerun will write."""
+        moved = []
+        for by_iteration in self.files().values():
+            for iteration in iterations:
+                if iteration in by_iteration:
+                    path = by_iteration[iteration]
+                    moved.append(path.rename(path.with_name(path.name + DIVERGED)))
+        return moved
 
 
 # --- the parts of a training run -------------------------------------------------------------------------------

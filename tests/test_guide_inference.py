@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import test_prompt_refiner  # noqa: F401  (declares torchvision's ops first where only its CUDA build is installed)
 import torch
 from PIL import Image
 from test_inference_assets import EMB_DIM, assets, build_net_kwargs, common_argv, tiny_net  # noqa: F401
@@ -322,8 +323,6 @@ def test_cli_with_guardrail_and_refiner(assets, tmp_path, monkeypatch, capsys): 
     """Stand-in weights at the folders the CLI looks in (checkpoints/... under the working directory): a blocked
     prompt in a batch writes nothing and the batch goes on; the passing job writes its mp4 and the refined
     prompt; with --offload_guardrail --offload_prompt_refiner."""
-    import test_prompt_refiner
-
     test_prompt_refiner.ensure_torchvision()
     pytest.importorskip("cosmos_guardrail.cosmos_guardrail")
     from test_guardrail import make_guardrail_weights, make_text_guard

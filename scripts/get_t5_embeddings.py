@@ -2,6 +2,9 @@
 
     python -m scripts.get_t5_embeddings --dataset_path datasets/my_set [--t5_path checkpoints/google-t5/t5-11b]
 
+As in the reference script, `--cache_dir` names the T5 folder (same as `--t5_path`) and `--max_length` is the
+token limit per prompt (512; longer prompts are truncated, and the pickles hold at most that many rows).
+
 Existing pickles that load (restricted unpickler, reference format) are skipped; unreadable, unsafe or malformed
 ones are re-embedded and listed as REPLACED; empty or unreadable prompt files are reported at the end (exit code 1).
 """
@@ -17,7 +20,12 @@ if __package__ in (None, ""):  # run as a file: make the repository importable w
 
 import torch  # noqa: E402
 
-from cosmos_predict2.text import DEFAULT_T5_PATH, T5CheckpointNotFoundError, T5TextEncoder  # noqa: E402
+from cosmos_predict2.text import (  # noqa: E402
+    DEFAULT_T5_PATH,
+    MAX_TEXT_TOKENS,
+    T5CheckpointNotFoundError,
+    T5TextEncoder,
+)
 from cosmos_predict2.text.prompt_files import (  # noqa: E402
     EmbeddingJob,
     EmbeddingRunReport,
@@ -28,15 +36,30 @@ from cosmos_predict2.text.prompt_files import (  # noqa: E402
 )
 
 
+def _max_length(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_TEXT_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not in 1..{MAX_TEXT_TOKENS}: the DiT's cross-attention reads {MAX_TEXT_TOKENS} text tokens "
+            f"(training and inference pad or truncate every embedding to {MAX_TEXT_TOKENS} rows)"
+        )
+    return value
+
+
 def add_t5_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--t5_path", default=DEFAULT_T5_PATH, help="local T5 folder (google-t5/t5-11b)")
+    parser.add_argument("--t5_path", "--cache_dir", dest="t5_path", default=DEFAULT_T5_PATH,
+                        help="local T5 folder (google-t5/t5-11b); --cache_dir is the reference script's name for it")
+    parser.add_argument("--max_length", type=_max_length, default=MAX_TEXT_TOKENS,
+                        help=f"tokens per prompt (default {MAX_TEXT_TOKENS}, the reference's); longer prompts are "
+                             "truncated")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per T5 forward")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
 
 
 def build_encoder(args: argparse.Namespace) -> T5TextEncoder:
-    return T5TextEncoder(args.t5_path, dtype=getattr(torch, args.dtype), device=args.device)
+    return T5TextEncoder(args.t5_path, dtype=getattr(torch, args.dtype), device=args.device,
+                         max_length=args.max_length)
 
 
 def collect_jobs(dataset_path: Path, report: EmbeddingRunReport) -> list[EmbeddingJob]:

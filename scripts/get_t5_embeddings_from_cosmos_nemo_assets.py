@@ -4,6 +4,7 @@
     PYTHONPATH=$(pwd) python scripts/get_t5_embeddings_from_cosmos_nemo_assets.py \
         --dataset_path datasets/cosmos_nemo_assets --prompt "A video of sks teal robot."
 
+T5 flags as in scripts/get_t5_embeddings.py (`--t5_path`/`--cache_dir`, `--max_length` 512).
 `--is_image` reads `DIR/images/*.{jpg,jpeg,png,webp}` instead of `DIR/videos/*.mp4`. Existing pickles that do not
 load (unreadable, unsafe, malformed) are re-embedded and listed as REPLACED; an existing metas/<stem>.txt that is
 empty or unreadable is reported (FAILED) and gets no embedding.

@@ -28,7 +28,13 @@ from cosmos_predict2.inference.defaults import (
     parse_size,
     video_size_hw,
 )
-from cosmos_predict2.inference.model_loading import LoadedNet, LoraFlags, load_base_net, load_lora_net
+from cosmos_predict2.inference.model_loading import (
+    LoadedNet,
+    LoraFlags,
+    check_load_ema,
+    load_base_net,
+    load_lora_net,
+)
 from cosmos_predict2.inference.pipeline import Deferred, GenerationTimings, Video2WorldPipeline
 from cosmos_predict2.inference.safety import SafetyModels, check_safety_models, refined_prompt_path
 from cosmos_predict2.networks import attention_backend_for
@@ -60,6 +66,21 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--dit_path", default=None,
                    help="DiT checkpoint (default checkpoints/nvidia/Cosmos-Predict2-<size>-Video2World/"
                         "model-<res>p-<fps>fps.pt)" + ("; with --use_lora a LoRA checkpoint" if lora else ""))
+    ema = p.add_mutually_exclusive_group()
+    if lora:
+        ema_help = ("generate with the EMA weights: the EMA adapters of our adapter checkpoints, the net_ema.* weights "
+                    "of reference LoRA checkpoints and of base/full fine-tuning checkpoints (an error if the file "
+                    "has none). Default: our adapter checkpoints use their EMA adapters when they have them (what "
+                    "this toolkit has always done; the reference LoRA script has no such flag), every other "
+                    "checkpoint its net.* weights, as the reference does without --load_ema")
+    else:
+        ema_help = ("generate with the checkpoint's EMA weights (net_ema.*) instead of net.* (an error if it has "
+                    "none). Off by default, as in the reference: the released base checkpoints' net.* weights are "
+                    "what they ship; a full fine-tuning checkpoint (model/iter_*.pt) holds both")
+    ema.add_argument("--load_ema", dest="load_ema", action="store_const", const=True, default=None, help=ema_help)
+    ema.add_argument("--no_load_ema", dest="load_ema", action="store_const", const=False,
+                     help="generate with the trained (non-EMA) weights" + (", also for our adapter checkpoints"
+                                                                          if lora else " (the default)"))
     p.add_argument("--tokenizer_path", default=None, help="VAE: tokenizer.pth or a diffusers AutoencoderKLWan folder")
     p.add_argument("--t5_path", default=DEFAULT_T5_PATH, help="T5 encoder folder (google-t5/t5-11b)")
     p.add_argument("--prompt", default="", help="text prompt")
@@ -183,7 +204,43 @@ def check_output_path(path: str, flag: str) -> None:
 
 def _check_file(path: str | None, flag: str) -> None:
     if path and not Path(path).exists():
-        raise InferenceInputError(f"{flag} {path}: not found")
+        raise InferenceInputError(f"{flag} {path}: not found" + _other_checkpoints(Path(path)))
+
+
+LIST_AT_MOST = 8  # checkpoints named in a "not found" message (the latest ones)
+
+
+def _iteration_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.glob("iter_*.pt") if p.stem[len("iter_"):].isdigit() and p.is_file()]
+    return sorted(files, key=lambda p: int(p.stem[len("iter_"):]))
+
+
+def _other_checkpoints(path: Path) -> str:
+    """For a missing model/iter_*.pt: the iter_*.pt files that its folder does hold, and the one that
+    ../latest_checkpoint.txt (written by training after each complete save) names."""
+    if not (path.name.startswith("iter_") and path.suffix == ".pt"):
+        return ""
+    folder = path.parent
+    if not folder.is_dir():
+        return f"; the folder {folder} does not exist either (training writes JOB/checkpoints/model/iter_*.pt)"
+    found = _iteration_files(folder)
+    if not found:
+        text = f"; {folder} holds no iter_*.pt checkpoints"
+    else:
+        shown = [p.name for p in found[-LIST_AT_MOST:]]
+        more = f"{len(found) - len(shown)} older and " if len(found) > len(shown) else ""
+        text = f"; {folder} holds {more}{', '.join(shown)}"
+    latest_file = folder.parent / "latest_checkpoint.txt"
+    if latest_file.is_file():
+        try:
+            latest = latest_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            latest = ""
+        if latest and (folder / latest).is_file():
+            text += f"; the latest (per {latest_file}) is {folder / latest}"
+        elif latest:
+            text += f"; {latest_file} names {latest}, which is not in {folder}"
+    return text
 
 
 def check_request(args: argparse.Namespace, lora: bool) -> Request:
@@ -212,6 +269,8 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
     for path, name in ((args.dit_path, "--dit_path"), (args.tokenizer_path, "--tokenizer_path"),
                        (getattr(args, "base_dit_path", None), "--base_dit_path")):  # fmt: skip
         _check_file(path, name)
+    if args.load_ema and args.dit_path:
+        check_load_ema(args.dit_path, use_lora)
     return Request(jobs, size_hw, num_frames, args.model_size or "2B", use_lora,
                    _load_embedding(args.prompt_embedding) if args.prompt_embedding else None,
                    _load_embedding(args.negative_prompt_embedding) if args.negative_prompt_embedding else None)
@@ -240,11 +299,11 @@ def _load_net(args: argparse.Namespace, request: Request, device: torch.device, 
     if request.use_lora:
         flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
                           args.base_dit_path, merge=not args.no_merge_lora,
-                          allow_base_mismatch=args.allow_base_mismatch)  # fmt: skip
+                          allow_base_mismatch=args.allow_base_mismatch, load_ema=args.load_ema)  # fmt: skip
         loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
     else:
         dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps)
-        loaded = load_base_net(dit_path, request.model_size, device, dtype)
+        loaded = load_base_net(dit_path, request.model_size, device, dtype, load_ema=bool(args.load_ema))
     log(f"loaded {loaded.description}")
     if args.num_gpus > 1:
         loaded.net = parallelize_net(loaded.net, fsdp_shard_size=1, context_parallel_size=args.num_gpus)

@@ -30,6 +30,9 @@ class LoraFlags:
     base_dit_path: str | None = None
     merge: bool = True  # fold the adapters into the base weights: base-model speed at inference
     allow_base_mismatch: bool = False  # generate even when the base's size/sha256 differ from the recorded ones
+    # --load_ema: True = the EMA weights (error if the file has none), False = the trained ones, None = the file
+    # kind's default (our adapter files: EMA adapters when present; reference LoRA checkpoints: net.*).
+    load_ema: bool | None = None
 
     def spec_flags(self) -> dict:
         """The flags that must equal the adapter file's values, by LoRA config key."""
@@ -57,6 +60,39 @@ def _peek(path: Path) -> Mapping | None:
     return state if isinstance(state, Mapping) else None
 
 
+EMA_PREFIX = "net_ema."
+
+
+def _has_ema(state: Mapping) -> bool:
+    return any(isinstance(k, str) and k.startswith(EMA_PREFIX) for k in state)
+
+
+def _no_ema_error(path: Path, what: str) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f"--load_ema: {path} holds no EMA weights ({what}; training saves them only with EMA enabled): drop "
+        "--load_ema to generate with its trained weights"
+    )
+
+
+def check_load_ema(dit_path: str | os.PathLike, use_lora: bool) -> None:
+    """With --load_ema, fail before any model is loaded when the checkpoint has no EMA copy (a memory-mapped peek:
+    only the keys are read). A missing file is reported elsewhere."""
+    path = Path(dit_path)
+    if not path.exists():
+        return
+    state = _peek(path)
+    if state is None:
+        raise CheckpointMismatchError(
+            f"--load_ema: {path} is not a .pt checkpoint (diffusers/safetensors files hold one set of weights, no "
+            "net_ema.*): drop --load_ema"
+        )
+    if use_lora and is_adapter_checkpoint(state):
+        if not AdapterFile.from_state(state, str(path)).ema:
+            raise _no_ema_error(path, "no EMA adapters")
+    elif not _has_ema(state):
+        raise _no_ema_error(path, "no net_ema.* keys")
+
+
 def _meta_net(model_size: str, net_config: Mapping | None) -> nn.Module:
     # Built on meta: loading assigns the checkpoint's tensors, so a 14B model is never allocated twice.
     return build_net(dict(net_config) if net_config else model_size, device="meta")
@@ -64,9 +100,11 @@ def _meta_net(model_size: str, net_config: Mapping | None) -> nn.Module:
 
 def load_base_net(
     dit_path: str | os.PathLike, model_size: str, device: torch.device, dtype: torch.dtype,
-    net_config: Mapping | None = None,
+    net_config: Mapping | None = None, load_ema: bool = False,
 ) -> LoadedNet:
-    """A base (non-LoRA) checkpoint; a LoRA checkpoint gets an error saying which script and flag to use."""
+    """A base (non-LoRA) checkpoint; a LoRA checkpoint gets an error saying which script and flag to use.
+    `load_ema`: the `net_ema.*` weights of a .pt checkpoint instead of its `net.*` ones (the reference's
+    --load_ema, off by default there too)."""
     path = Path(dit_path)
     if not path.exists():
         raise FileNotFoundError(
@@ -79,8 +117,12 @@ def load_base_net(
             f"{path} is a LoRA checkpoint: run examples/video2world_lora.py --use_lora --dit_path {path} "
             "(its rank, alpha and targets are read from the file)"
         )
-    net = load_dit_weights(_meta_net(model_size, net_config), path, dtype=dtype)
-    return LoadedNet(net.to(device).eval().requires_grad_(False), f"base DiT {model_size} from {path}")
+    if load_ema:
+        check_load_ema(path, use_lora=False)
+    prefix = EMA_PREFIX if load_ema else "net."
+    net = load_dit_weights(_meta_net(model_size, net_config), path, dtype=dtype, prefix=prefix)
+    which = " (EMA weights, net_ema.*)" if load_ema else ""
+    return LoadedNet(net.to(device).eval().requires_grad_(False), f"base DiT {model_size} from {path}{which}")
 
 
 def _finish_lora(
@@ -166,7 +208,11 @@ def load_lora_net(
 
     if is_adapter_checkpoint(state):
         adapter = AdapterFile.from_state(state, source)
-        spec, base, weights = adapter.spec, adapter.base, adapter.inference_weights(use_ema=True)
+        if flags.load_ema and not adapter.ema:
+            raise _no_ema_error(path, "no EMA adapters")
+        use_ema = flags.load_ema is not False  # default: the EMA adapters when the file has them
+        spec, base, weights = adapter.spec, adapter.base, adapter.inference_weights(use_ema=use_ema)
+        adapters = "EMA adapters" if use_ema and adapter.ema else "trained adapters"
         spec.check_matches(source, **flags.spec_flags())
         recorded_size = base.get("model_size")
         if model_size and recorded_size and model_size != recorded_size:
@@ -180,11 +226,14 @@ def load_lora_net(
         net = load_dit_weights(_meta_net(size, cfg), base_path, dtype=dtype)
         net = _finish_lora(net, spec, weights, source, flags, device, dtype)
         desc = f"base DiT {size} from {base_path} ({how}; {checked}) + LoRA {source} (rank {spec.rank}, " \
-               f"alpha {spec.alpha}, targets {','.join(spec.target_modules)}, scale {flags.scale})"
+               f"alpha {spec.alpha}, targets {','.join(spec.target_modules)}, scale {flags.scale}, {adapters})"
         return LoadedNet(net, desc, spec)
 
     if has_reference_lora(state):
-        base_sd, lora_sd = split_reference_lora_checkpoint(state)
+        if flags.load_ema and not _has_ema(state):
+            raise _no_ema_error(path, "no net_ema.* keys")
+        prefix = EMA_PREFIX if flags.load_ema else "net."  # the reference generates with net.* unless told
+        base_sd, lora_sd = split_reference_lora_checkpoint(state, prefix=prefix)
         # Reference files may carry RoPE tables and accumulators; they are recomputed, never loaded.
         base_sd = {k: v for k, v in base_sd.items() if not k.startswith(IGNORED_PREFIXES)}
         spec = infer_spec_from_weights(lora_sd, flags.alpha)
@@ -192,7 +241,7 @@ def load_lora_net(
         net = assign_state_dict(_meta_net(model_size or "2B", net_config), base_sd, source, dtype=dtype)
         net = _finish_lora(net, spec, lora_sd, source, flags, device, dtype)
         desc = f"reference LoRA checkpoint {source} (rank {spec.rank}, alpha {spec.alpha} from --lora_alpha, " \
-               f"scale {flags.scale})"
+               f"scale {flags.scale}, {prefix}* weights)"
         return LoadedNet(net, desc, spec)
 
     raise CheckpointMismatchError(

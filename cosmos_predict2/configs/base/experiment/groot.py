@@ -28,7 +28,9 @@ def groot_experiment(size: str, fsdp_shard_size: int, context_parallel_size: int
             {"override /dataloader_train": "groot_gr1"},
             "_self_",
         ],
-        model=dict(config=dict(fsdp_shard_size=fsdp_shard_size, pipe_config=dict(guardrail_config=dict(enabled=False)))),
+        model=dict(config=dict(
+            fsdp_shard_size=fsdp_shard_size, pipe_config=dict(guardrail_config=dict(enabled=False))
+        )),
         optimizer=dict(lr=2 ** (-14.5)),
         scheduler=dict(f_max=[0.2], f_min=[0.1], warm_up_steps=[1_000], cycle_lengths=[100_000]),
         job=dict(project="posttraining", group="video2world", name=f"{size}_groot_gr1_480"),
@@ -41,4 +43,6 @@ def groot_experiment(size: str, fsdp_shard_size: int, context_parallel_size: int
 predict2_video2world_training_2b_groot_gr1_480 = merge(groot_experiment("2b", 8, 1))
 predict2_video2world_training_14b_groot_gr1_480 = merge(groot_experiment("14b", 32, 4))
 
-register_experiments(globals(), predict2_video2world_training_2b_groot_gr1_480, predict2_video2world_training_14b_groot_gr1_480)
+register_experiments(
+    globals(), predict2_video2world_training_2b_groot_gr1_480, predict2_video2world_training_14b_groot_gr1_480
+)

@@ -78,7 +78,7 @@ def test_agibot_experiments_are_the_references(size, variant):
     data = cfg.dataloader_train
     assert data.dataset.dataset_dir == f"datasets/{AGIBOT}/train" and data.dataset.num_frames == 93
     assert list(data.dataset.video_size) == ([432, 768] if res == "480" else [704, 1280])
-    assert (data.batch_size, data.num_workers) == (1, 4) and cfg.dataloader_val.dataset.dataset_dir.endswith("/val")
+    assert (data.batch_size, data.num_workers) == (1, 4) and not cfg.dataloader_val.enabled
     assert (cfg.trainer.max_iter, cfg.checkpoint.save_iter, cfg.trainer.callbacks.iter_speed.hit_thres) == (
         100_000, 500, 10)
     assert cfg.optimizer.lr == 2 ** (-15.5) and list(cfg.scheduler.warm_up_steps) == [2000]

@@ -1,8 +1,7 @@
 """Groups `dataloader_val` and `dataloader_train`.
 
-`dataloader_val`: `mock` (no validation loader: post-training runs without validation, as the guide), and the
-AgiBot val split (`agibot_head_center_fisheye_color{,_480p,_720p}`), which the AgiBot experiments name as the
-reference does; the trainer does not run validation, the split is there for inference on held-out clips.
+`dataloader_val`: `mock` (no validation loader: post-training runs without validation, as the guide; the
+reference's AgiBot experiments name a val loader, ours keep `mock`: the val split serves inference only).
 
 `dataloader_train`: the training loaders the AgiBot and GR00T examples use, selectable on their own
 (`dataloader_train=groot_gr1`), each an L(DataLoader) over an L(Dataset) of a folder with videos/, metas/,
@@ -33,31 +32,23 @@ def loader(dataset_dir: str, num_frames: int, video_size: tuple[int, int], num_w
     return video_dataloader(dataset, batch_size=1, num_workers=num_workers)
 
 
-def agibot_loader(split: str, video_size: tuple[int, int]) -> dict:
-    return loader(f"{AGIBOT_DIR}/{split}", 93, video_size, num_workers=4)
+def agibot_loader(video_size: tuple[int, int]) -> dict:
+    return loader(f"{AGIBOT_DIR}/train", 93, video_size, num_workers=4)
 
 
 AGIBOT_720P = (704, 1280)
 AGIBOT_480P = (432, 768)
 DATALOADER_TRAIN = {
     "default": {},  # changes nothing: the loader the experiment writes (or none)
-    "agibot_head_center_fisheye_color": agibot_loader("train", AGIBOT_720P),
-    "agibot_head_center_fisheye_color_480p": agibot_loader("train", AGIBOT_480P),
-    "agibot_head_center_fisheye_color_720p": agibot_loader("train", AGIBOT_720P),
+    "agibot_head_center_fisheye_color": agibot_loader(AGIBOT_720P),
+    "agibot_head_center_fisheye_color_480p": agibot_loader(AGIBOT_480P),
+    "agibot_head_center_fisheye_color_720p": agibot_loader(AGIBOT_720P),
     "groot_gr1": loader(GR1_DIR, 93, (432, 768), num_workers=8),
-}
-DATALOADER_VAL = {
-    "mock": MOCK,
-    "agibot_head_center_fisheye_color": agibot_loader("val", AGIBOT_720P),
-    "agibot_head_center_fisheye_color_480p": agibot_loader("val", AGIBOT_480P),
-    "agibot_head_center_fisheye_color_720p": agibot_loader("val", AGIBOT_720P),
 }
 
 
 def register_dataloader_val() -> None:
-    cs = ConfigStore.instance()
-    for name, node in DATALOADER_VAL.items():
-        cs.store(group="dataloader_val", package="dataloader_val", name=name, node=node)
+    ConfigStore.instance().store(group="dataloader_val", package="dataloader_val", name="mock", node=MOCK)
 
 
 def register_dataloader_train() -> None:

@@ -10,7 +10,7 @@ Names and values are the reference's (configs/base/experiment/agibot_head_center
 f_max 0.2 / f_min 0.1; 100k iterations, a checkpoint every 500, one conditioning frame. The per-resolution
 experiments (`_480p_10fps`, `_480p_16fps`, `_720p_10fps`, `_720p_16fps`) start from the released checkpoint of
 that resolution and fps (model group `predict2_video2world_fsdp_<size>_<res>p_<fps>fps`) and read the clips at
-that resolution, 93 frames each as in the reference (also at 10 fps).
+that resolution, 93 frames each as in the reference (also at 10 fps). The val/ split is not loaded in training.
 
 Where the reference nests keys in `pipe_config`, they sit where our model config has them:
 `pipe_config.min/max_num_conditional_frames` -> `model.config.min/max_num_conditional_frames`, and
@@ -32,7 +32,9 @@ def _defaults(model: str, data: str = NAME) -> list:
         {"override /scheduler": "lambdalinear"},
         {"override /ckpt_type": "standard"},
         {"override /dataloader_train": data},
-        {"override /dataloader_val": data},  # the val split (composed, not run: the trainer does not validate)
+        # The reference names a loader of the val split; the trainer does not validate, so: none (the split serves
+        # inference on held-out clips).
+        {"override /dataloader_val": "mock"},
         "_self_",
     ]
 

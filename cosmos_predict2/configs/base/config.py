@@ -27,9 +27,10 @@ from hydra.core.config_store import ConfigStore
 
 from cosmos_predict2.configs.base.defaults.callbacks import register_callbacks
 from cosmos_predict2.configs.base.defaults.checkpoint import register_checkpoint
-from cosmos_predict2.configs.base.defaults.data import register_dataloader_val
+from cosmos_predict2.configs.base.defaults.data import register_dataloader_train, register_dataloader_val
 from cosmos_predict2.configs.base.defaults.lora_preset import register_lora_presets
 from cosmos_predict2.configs.base.defaults.model import register_model
+from cosmos_predict2.configs.base.defaults.model_variant import register_model_variants
 from cosmos_predict2.configs.base.defaults.optimizer import register_optimizer
 from cosmos_predict2.configs.base.defaults.scheduler import register_scheduler
 
@@ -41,8 +42,12 @@ DEFAULTS = [
     {"ckpt_type": "standard"},
     {"callbacks": "basic"},
     {"dataloader_val": "mock"},
+    # "default" changes nothing; an experiment selects a registered loader with `override /dataloader_train`
+    # (`dataloader_train=NAME` then swaps it), or writes its own, which wins over this group
+    {"dataloader_train": "default"},
     {"experiment": None},
     {"lora_preset": None},  # after the experiment: a preset overrides its rank/alpha/lr
+    {"model_variant": None},  # after the experiment: a released checkpoint with its frame count and size
 ]
 
 
@@ -85,7 +90,9 @@ def register_all() -> None:
     register_checkpoint()
     register_callbacks()
     register_dataloader_val()
+    register_dataloader_train()
     register_lora_presets()
+    register_model_variants()
     import_experiments()
     _REGISTERED = True
 

@@ -50,10 +50,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from cosmos_predict2.io import CheckpointFileError
     from cosmos_predict2.text import EmbeddingFileError
     from cosmos_predict2.training.checkpointer import CheckpointError
+    from cosmos_predict2.training.lock import JobLockedError
     from cosmos_predict2.training.trainer import NonFiniteLossError
 
+    # TrainingInterrupted (SIGINT/SIGTERM) is a SystemExit and passes through with its exit code 130/143.
     return (*config_error_types(), CheckpointError, CheckpointFileError, DatasetValidationError, VideoReadError,
-            StaleLatentCacheError, EmbeddingFileError, NonFiniteLossError, FileNotFoundError)  # fmt: skip
+            StaleLatentCacheError, EmbeddingFileError, NonFiniteLossError, JobLockedError,
+            FileNotFoundError)  # fmt: skip
 
 
 def debug_requested(args: argparse.Namespace | None = None) -> bool:

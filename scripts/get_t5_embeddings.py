@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     add_t5_arguments(parser)
     args = parser.parse_args(argv)
     report = EmbeddingRunReport()
-    jobs = collect_jobs(args.dataset_path, report)
+    return encode_and_report(collect_jobs(args.dataset_path, report), args, report)
+
+
+def encode_and_report(jobs: list[EmbeddingJob], args: argparse.Namespace, report: EmbeddingRunReport) -> int:
+    """Load T5 only when there is something to embed, write every job's pickle, print the summary; exit code."""
     if jobs:
         try:
             encoder = build_encoder(args)

@@ -17,14 +17,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable without PYTHONPATH
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmos_predict2.text import T5CheckpointNotFoundError  # noqa: E402
 from cosmos_predict2.text.prompt_files import (  # noqa: E402
     EmbeddingJob,
     EmbeddingRunReport,
-    print_report,
-    write_embeddings,
 )
-from scripts.get_t5_embeddings import add_t5_arguments, build_encoder  # noqa: E402
+from scripts.get_t5_embeddings import add_t5_arguments, encode_and_report  # noqa: E402
 
 DEFAULT_PREFIX = "The robot arm is performing a task. "  # the reference's --prompt_prefix
 
@@ -65,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         job = EmbeddingJob(prompt, args.dataset_path / "t5_xxl" / f"{stem}.pickle")
         if report.check_existing(job):
             jobs.append(job)
-    if jobs:
-        try:
-            encoder = build_encoder(args)
-        except T5CheckpointNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        write_embeddings(jobs, encoder, args.batch_size, report)
-    return print_report(report)
+    return encode_and_report(jobs, args, report)
 
 
 if __name__ == "__main__":

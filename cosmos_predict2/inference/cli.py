@@ -66,21 +66,7 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--dit_path", default=None,
                    help="DiT checkpoint (default checkpoints/nvidia/Cosmos-Predict2-<size>-Video2World/"
                         "model-<res>p-<fps>fps.pt)" + ("; with --use_lora a LoRA checkpoint" if lora else ""))
-    ema = p.add_mutually_exclusive_group()
-    if lora:
-        ema_help = ("generate with the EMA weights: the EMA adapters of our adapter checkpoints, the net_ema.* weights "
-                    "of reference LoRA checkpoints and of base/full fine-tuning checkpoints (an error if the file "
-                    "has none). Default: our adapter checkpoints use their EMA adapters when they have them (what "
-                    "this toolkit has always done; the reference LoRA script has no such flag), every other "
-                    "checkpoint its net.* weights, as the reference does without --load_ema")
-    else:
-        ema_help = ("generate with the checkpoint's EMA weights (net_ema.*) instead of net.* (an error if it has "
-                    "none). Off by default, as in the reference: the released base checkpoints' net.* weights are "
-                    "what they ship; a full fine-tuning checkpoint (model/iter_*.pt) holds both")
-    ema.add_argument("--load_ema", dest="load_ema", action="store_const", const=True, default=None, help=ema_help)
-    ema.add_argument("--no_load_ema", dest="load_ema", action="store_const", const=False,
-                     help="generate with the trained (non-EMA) weights" + (", also for our adapter checkpoints"
-                                                                          if lora else " (the default)"))
+    _add_ema_flags(p, lora)
     p.add_argument("--tokenizer_path", default=None, help="VAE: tokenizer.pth or a diffusers AutoencoderKLWan folder")
     p.add_argument("--t5_path", default=DEFAULT_T5_PATH, help="T5 encoder folder (google-t5/t5-11b)")
     p.add_argument("--prompt", default="", help="text prompt")
@@ -117,21 +103,43 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--size", default=None, help="override the video size as WxH, multiples of 16 (tests, demos)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     if lora:
-        p.add_argument("--use_lora", action="store_true", help="--dit_path is a LoRA checkpoint")
-        p.add_argument("--lora_rank", type=int, default=None, help="optional: must equal the checkpoint's rank")
-        p.add_argument("--lora_alpha", type=_number, default=None,
-                       help="optional for our checkpoints (must match); required for reference LoRA checkpoints")
-        p.add_argument("--lora_target_modules", default=None, help="optional: must equal the checkpoint's targets")
-        p.add_argument("--lora_scale", type=float, default=1.0, help="adapter strength (0 = the base model exactly)")
-        p.add_argument("--no_merge_lora", action="store_true",
-                       help="keep the adapters as separate fp32 layers instead of folding them into the base weights "
-                            "(slower; the default merge runs at the base model's speed)")
-        p.add_argument("--base_dit_path", default=None,
-                       help="base DiT for an adapter checkpoint (default: the path recorded in it)")
-        p.add_argument("--allow_base_mismatch", action="store_true",
-                       help="generate even when the base DiT is not the file the adapter was trained on (its size "
-                            "or sha256 differs from the ones recorded in the adapter)")
+        _add_lora_flags(p)
     return p
+
+
+def _add_ema_flags(p: argparse.ArgumentParser, lora: bool) -> None:
+    ema = p.add_mutually_exclusive_group()
+    if lora:
+        ema_help = ("generate with the EMA weights: the EMA adapters of our adapter checkpoints, the net_ema.* weights "
+                    "of reference LoRA checkpoints and of base/full fine-tuning checkpoints (an error if the file "
+                    "has none). Default: our adapter checkpoints use their EMA adapters when they have them (what "
+                    "this toolkit has always done; the reference LoRA script has no such flag), every other "
+                    "checkpoint its net.* weights, as the reference does without --load_ema")
+    else:
+        ema_help = ("generate with the checkpoint's EMA weights (net_ema.*) instead of net.* (an error if it has "
+                    "none). Off by default, as in the reference: the released base checkpoints' net.* weights are "
+                    "what they ship; a full fine-tuning checkpoint (model/iter_*.pt) holds both")
+    ema.add_argument("--load_ema", dest="load_ema", action="store_const", const=True, default=None, help=ema_help)
+    ema.add_argument("--no_load_ema", dest="load_ema", action="store_const", const=False,
+                     help="generate with the trained (non-EMA) weights" + (", also for our adapter checkpoints"
+                                                                          if lora else " (the default)"))
+
+
+def _add_lora_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--use_lora", action="store_true", help="--dit_path is a LoRA checkpoint")
+    p.add_argument("--lora_rank", type=int, default=None, help="optional: must equal the checkpoint's rank")
+    p.add_argument("--lora_alpha", type=_number, default=None,
+                   help="optional for our checkpoints (must match); required for reference LoRA checkpoints")
+    p.add_argument("--lora_target_modules", default=None, help="optional: must equal the checkpoint's targets")
+    p.add_argument("--lora_scale", type=float, default=1.0, help="adapter strength (0 = the base model exactly)")
+    p.add_argument("--no_merge_lora", action="store_true",
+                   help="keep the adapters as separate fp32 layers instead of folding them into the base weights "
+                        "(slower; the default merge runs at the base model's speed)")
+    p.add_argument("--base_dit_path", default=None,
+                   help="base DiT for an adapter checkpoint (default: the path recorded in it)")
+    p.add_argument("--allow_base_mismatch", action="store_true",
+                   help="generate even when the base DiT is not the file the adapter was trained on (its size "
+                        "or sha256 differs from the ones recorded in the adapter)")
 
 
 @dataclass

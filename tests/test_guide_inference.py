@@ -23,7 +23,7 @@ from examples import video2world
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-SPEC = LoraSpec(rank=4, alpha=8, target_modules="q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2")
+LORA_SPEC = LoraSpec(rank=4, alpha=8, target_modules="q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2")
 
 
 def _plain(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -55,20 +55,20 @@ def ema_files(tmp_path_factory):
 
     g = torch.Generator().manual_seed(5)
     net = tiny_net(seed=1)
-    add_lora(net, SPEC)
+    add_lora(net, LORA_SPEC)
     lora_keys = lora_state_dict(net)
     lora_trained = {k: torch.randn(v.shape, generator=g) * 0.3 for k, v in lora_keys.items()}
     lora_ema = {k: torch.randn(v.shape, generator=g) * 0.3 for k, v in lora_keys.items()}
     base_info = {"model_size": "tiny", "dit_path": str(base), "net_config": build_net_kwargs()}
     adapter = root / "adapter_ema.pt"
-    torch.save(AdapterFile(SPEC, base_info, lora_trained, lora_ema).to_state(), adapter)
+    torch.save(AdapterFile(LORA_SPEC, base_info, lora_trained, lora_ema).to_state(), adapter)
     adapter_no_ema = root / "adapter_no_ema.pt"
-    torch.save(AdapterFile(SPEC, base_info, lora_trained, None).to_state(), adapter_no_ema)
+    torch.save(AdapterFile(LORA_SPEC, base_info, lora_trained, None).to_state(), adapter_no_ema)
     reference = root / "reference_lora.pt"
 
     def adapted(weights: dict) -> dict:
         n = tiny_net(seed=1)
-        add_lora(n, SPEC)
+        add_lora(n, LORA_SPEC)
         n.load_state_dict(weights, strict=False)
         return n.state_dict()
 

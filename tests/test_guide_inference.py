@@ -319,7 +319,8 @@ def test_t5_scripts_max_length_and_cache_dir(assets, tmp_path, capsys):  # noqa:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_with_guardrail_and_refiner(assets, tmp_path, monkeypatch, capsys):  # noqa: F811
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_cli_with_guardrail_and_refiner(assets, tmp_path, monkeypatch, capsys, device):  # noqa: F811
     """Stand-in weights at the folders the CLI looks in (checkpoints/... under the working directory): a blocked
     prompt in a batch writes nothing and the batch goes on; the passing job writes its mp4 and the refined
     prompt; with --offload_guardrail --offload_prompt_refiner."""
@@ -345,6 +346,7 @@ def test_cli_with_guardrail_and_refiner(assets, tmp_path, monkeypatch, capsys): 
     argv = [a for a in common_argv(assets, tmp_path / "unused.mp4", "--batch_input_json", str(batch),
                                    "--offload_guardrail", "--offload_prompt_refiner")
             if a not in ("--disable_guardrail", "--disable_prompt_refiner")]  # fmt: skip
+    argv[argv.index("--device") + 1] = device
     assert video2world.main(argv) == [passed]
     out = capsys.readouterr().out
     assert f"guardrail: the prompt for {blocked} was blocked" in out

@@ -1,5 +1,6 @@
 """Tiny experiments that train on a CPU in seconds (tests, the demo): the "tiny" network with random weights,
-a small random VAE (or cached latents), 9-frame 64x64 clips, embeddings 64 wide (make_tiny_t5's default).
+a small random VAE (or cached latents), 9-frame 64x64 clips, embeddings 32 wide (the tiny network and
+demo.tiny_t5.make_tiny_t5 both use 32).
 
     python -m scripts.train --config=cosmos_predict2/configs/base/config.py -- \
         experiment=predict2_video2world_lora_training_tiny_example dataloader_train.dataset.dataset_dir=DIR

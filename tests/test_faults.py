@@ -1,7 +1,7 @@
 """Fault campaign (issue 13): kill -9 at random moments, damaged checkpoint parts, a missing latest_checkpoint.txt,
 two runs in one job folder, SIGTERM and a diverging learning rate. Every case ends with a final adapter (and optimizer
 state) bitwise identical to an uninterrupted run's, or with a clear refusal that overwrote nothing. The table of cases
-and outcomes is printed (shown with `pytest -s`, and on failure).
+and outcomes is printed to the test log on every run.
 
 The runs are processes forked from a fork server that has already imported torch, PEFT and the trainer
 (multiprocessing's "forkserver"): each child runs what `python -m scripts.train ARGS` runs (`scripts.train.main` with
@@ -336,7 +336,7 @@ def _diverging_case(runs: Runs, reference: Path, table: Table) -> None:
         print(command, out[-3000:], out2[-2000:])
 
 
-def test_fault_campaign(campaign):
+def test_fault_campaign(campaign, capsys):
     runs, reference, per_iter = campaign
     table = Table()
     t0 = time.monotonic()
@@ -344,6 +344,7 @@ def test_fault_campaign(campaign):
     for case in (_corrupt_cases, _concurrent_case, _sigterm_case, _diverging_case):
         case(runs, reference, table)
     text = table.render()
-    print(f"\nfault campaign ({runs.count} forked runs + 1 subprocess, {time.monotonic() - t0:.0f} s):\n{text}")
+    with capsys.disabled():  # the table goes to the test log of every run (CI included), not only on failure
+        print(f"\nfault campaign ({runs.count} forked runs + 1 subprocess, {time.monotonic() - t0:.0f} s):\n{text}")
     assert sum(row[0].startswith("kill -9") for row in table.rows) >= KILLS
     assert all(ok for _, _, ok in table.rows), text

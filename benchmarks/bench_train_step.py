@@ -166,7 +166,7 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
         measure_row = lambda: peer(size, shape, device, dtype, args.warmup, args.reps, args.lora_rank)  # noqa: E731
     else:
         set_attention_backend(row["backend"])
-        impl = f"ours r{args.lora_rank} ckpt={row['ckpt']} attn={attention_backend_for(device, net_dtype, True)}"
+        impl = f"ours r{args.lora_rank} ckpt={row['ckpt']} attn={attention_backend_for(device, net_dtype)}"
         measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
                                    details, args.lora_rank)
     try:

@@ -60,10 +60,9 @@ def test_best_prefers_fa4_only_where_it_runs(monkeypatch):
     attn.set_attention_backend("best")
     assert attn.resolved_attention_backend(fake_cuda) == "cudnn"  # not installed
     monkeypatch.setattr(attn, "_fa4_function", lambda: object())
-    assert attn.resolved_attention_backend(fake_cuda) == "fa4"
-    assert attn.resolved_attention_backend(fake_cuda, needs_grad=True) == "cudnn"  # training keeps cuDNN
+    assert attn.resolved_attention_backend(fake_cuda) == "fa4"  # for training too: the custom op has a backward
     attn.set_attention_backend("fa4")
-    assert attn.resolved_attention_backend(fake_cuda, needs_grad=True) == "fa4"  # unless asked for
+    assert attn.resolved_attention_backend(fake_cuda) == "fa4"
     monkeypatch.setattr(attn, "_fa4_supports", lambda q: False)  # e.g. fp32 or a pre-Hopper GPU
     assert attn.resolved_attention_backend(fake_cuda) == "cudnn"
     attn.set_attention_backend("best")
@@ -101,3 +100,83 @@ def test_fa4_matches_cudnn_on_gpu():
     # bf16 output rounding (2^-8 relative) dominates both kernels; FA4 may not be worse than cuDNN by more than 2x
     for fa4_err, cudnn_err in zip(errors["fa4"], errors["cudnn"]):
         assert fa4_err <= 2 * cudnn_err + 1e-3, errors
+
+
+# --- FlashAttention-4 as a custom op: its autograd and selective checkpointing, with a math stand-in kernel ---
+
+class _MathKernels:
+    """FA4's (forward, backward) contract in float64 closed forms, counting forward calls by key length."""
+
+    def __init__(self):
+        self.forward_calls: list[int] = []
+
+    def forward(self, q, k, v):
+        self.forward_calls.append(k.shape[1])
+        scores = torch.einsum("blhd,bmhd->bhlm", q, k) / math.sqrt(q.shape[-1])
+        lse = torch.logsumexp(scores, dim=-1)  # [B, heads, L]
+        out = torch.einsum("bhlm,bmhd->blhd", torch.exp(scores - lse[..., None]), v)
+        return out, lse  # FA4 returns fp32; float64 here keeps the comparison exact
+
+    def backward(self, q, k, v, out, dout, lse):
+        scale = 1 / math.sqrt(q.shape[-1])
+        p = torch.exp(torch.einsum("blhd,bmhd->bhlm", q, k) * scale - lse.to(q.dtype)[..., None])
+        dv = torch.einsum("bhlm,blhd->bmhd", p, dout)
+        dp = torch.einsum("blhd,bmhd->bhlm", dout, v)
+        delta = (dout * out).sum(-1).transpose(1, 2)[..., None]  # [B, heads, L, 1]
+        ds = p * (dp - delta)
+        return (torch.einsum("bhlm,bmhd->blhd", ds, k) * scale, torch.einsum("bhlm,blhd->bmhd", ds, q) * scale,
+                dv)
+
+
+@pytest.fixture
+def math_fa4(monkeypatch):
+    kernels = _MathKernels()
+    monkeypatch.setattr(attn, "_fa4_kernels", lambda: (kernels.forward, kernels.backward))
+    return kernels
+
+
+def test_fa4_custom_op_gradients_equal_the_softmax_formula(math_fa4):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 9, 3, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = attn.fa4_attention(q, k, v)
+    grads = torch.autograd.grad(out.sin().sum(), (q, k, v))
+    weights = torch.softmax(torch.einsum("blhd,bmhd->bhlm", q, k) / 4.0, dim=-1)
+    expected_out = torch.einsum("bhlm,bmhd->blhd", weights, v)
+    expected = torch.autograd.grad(expected_out.sin().sum(), (q, k, v))
+    torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)  # float64: only rounding differs
+
+
+def test_fa4_custom_op_has_a_shape_only_implementation_for_compile():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(1, 5, 2, 8, dtype=torch.bfloat16)
+        out, lse = attn._fa4_attention_op(q, q, q)
+    assert out.shape == (1, 5, 2, 8) and lse.shape == (1, 2, 5) and lse.dtype == torch.float32
+
+
+def _self_attention_forwards(net, math_fa4, monkeypatch, tokens):
+    """Forward kernel calls over `tokens` keys (self-attention) in one training forward+backward of `net`."""
+    monkeypatch.setattr(attn, "resolved_attention_backend", lambda q: "fa4")
+    g = torch.Generator().manual_seed(0)
+    x, t, ctx = torch.randn(1, 16, 2, 8, 8, generator=g), torch.rand(1, 2, generator=g), torch.randn(1, 7, 32)
+    math_fa4.forward_calls.clear()
+    net(x, t, ctx).square().mean().backward()
+    return sum(1 for n in math_fa4.forward_calls if n == tokens)
+
+
+def test_selective_checkpointing_keeps_fa4_self_attention_within_the_budget(math_fa4, monkeypatch):
+    from cosmos_predict2.networks import build_net, dit
+
+    tokens = 2 * 4 * 4  # latent 2 x 8 x 8 after 2x2 patches
+    monkeypatch.setattr(dit, "SELECTIVE_MIN_KEYS", tokens)  # the tiny net's self-attention counts as "many keys"
+    counts = {}
+    for mode, budget in (("full", None), ("selective", None), ("selective", 1.5 * tokens * 64 * 8 / 2**30)):
+        net = build_net("tiny", dtype=torch.float64, activation_checkpointing=mode,
+                        selective_checkpoint_budget_gib=budget)
+        counts[(mode, budget is not None)] = _self_attention_forwards(net, math_fa4, monkeypatch, tokens)
+    # 2 blocks: full checkpointing recomputes both self-attentions in the backward, selective none, and a budget
+    # of 1.5 block outputs (64 channels x 8 bytes per token) keeps one.
+    assert counts == {("full", False): 4, ("selective", False): 2, ("selective", True): 3}, counts

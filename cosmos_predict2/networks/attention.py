@@ -9,12 +9,11 @@ Attention is ~85% of a 720p DiT forward, so the kernel decides the speed. Backen
   faster than PyTorch's flash backend at the DiT's shapes (head dim 128, 30k-85k tokens).
 - "flash", "efficient", "math": that PyTorch SDPA backend alone; "auto": PyTorch chooses.
 
-The default, "best", is "fa4" where it runs and no gradient is needed (inference), else "cudnn". Training stays on
-cuDNN because selective activation checkpointing keeps attention outputs by recognising PyTorch's SDPA ops; FA4's
-kernels are invisible to it, so attention would be recomputed in the backward (720p LoRA step measured 15.2 s with
-FA4 vs 14.0 s with cuDNN, BENCHMARKS.md). Choose "fa4" explicitly to train with it anyway (e.g. with full
-checkpointing, which recomputes attention in any case). `set_attention_backend` or the `COSMOS_ATTN_BACKEND`
-environment variable picks one; `resolved_attention_backend` says which runs.
+The default, "best", is "fa4" where it runs, else "cudnn". FA4 runs as a PyTorch custom operator with its own
+autograd (`cosmos_predict2::fa4_attention`, forward and backward kernels of FlashAttention-4), so selective activation
+checkpointing recognises it like an SDPA op and keeps its output instead of recomputing attention in the backward.
+`set_attention_backend` or the `COSMOS_ATTN_BACKEND` environment variable picks one; `resolved_attention_backend`
+says which runs.
 """
 
 from __future__ import annotations
@@ -56,16 +55,79 @@ def get_attention_backend() -> str:
 
 
 @functools.cache
-def _fa4_function() -> Callable | None:
-    """`flash_attn.cute.flash_attn_func` if FlashAttention-4 is installed and imports, else None."""
+def _fa4_kernels() -> tuple[Callable, Callable] | None:
+    """FlashAttention-4's (forward, backward) kernel calls if the package is installed and imports, else None.
+
+    forward(q, k, v) -> (out, lse) and backward(q, k, v, out, dout, lse) -> (dq, dk, dv), tensors [B, L, heads, D]
+    and lse [B, heads, L] fp32, scale 1/sqrt(D), no mask."""
     try:
-        from flash_attn.cute import flash_attn_func
+        from flash_attn.cute.interface import _flash_attn_bwd, _flash_attn_fwd
     except Exception:  # not installed, or no CUDA toolchain behind it: the SDPA backends remain
         return None
     # CuTe DSL warns at each kernel compile that FA4's optional aux_data argument is not a JIT argument (it is
     # None here); the warning says nothing about our call, so it is silenced.
     warnings.filterwarnings("ignore", message="Argument aux_data .* cannot be converted", category=UserWarning)
-    return flash_attn_func
+
+    def forward(q, k, v):
+        out, lse, *_ = _flash_attn_fwd(q, k, v, return_lse=True)
+        return out, lse
+
+    def backward(q, k, v, out, dout, lse):
+        dq, dk, dv = _flash_attn_bwd(q, k, v, out, dout, lse)[:3]
+        return dq, dk, dv
+
+    return forward, backward
+
+
+def _fa4_function() -> Callable | None:
+    """The FA4 attention call (differentiable custom op) if FlashAttention-4 is available, else None."""
+    return fa4_attention if _fa4_kernels() is not None else None
+
+
+# FA4 as an opaque custom operator: autograd calls FA4's own backward kernel, torch.compile sees a fake (shape-only)
+# implementation, and selective checkpointing sees one op whose outputs it can keep (networks/dit.py).
+@torch.library.custom_op("cosmos_predict2::fa4_attention", mutates_args=())
+def _fa4_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = _fa4_kernels()[0](q, k, v)
+    return out, lse
+
+
+@_fa4_attention_op.register_fake
+def _(q, k, v):
+    B, L, H, _ = q.shape
+    return q.new_empty(B, L, H, v.shape[-1]), q.new_empty(B, H, L, dtype=torch.float32)
+
+
+@torch.library.custom_op("cosmos_predict2::fa4_attention_backward", mutates_args=())
+def _fa4_attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = _fa4_kernels()[1](q, k, v, out, dout.contiguous(), lse)
+    return dq, dk, dv
+
+
+@_fa4_attention_backward_op.register_fake
+def _(dout, q, k, v, out, lse):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _fa4_setup_context(ctx, inputs, output):
+    q, k, v = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+
+
+def _fa4_backward(ctx, dout, dlse):
+    del dlse  # lse is an auxiliary output: nothing downstream differentiates it
+    q, k, v, out, lse = ctx.saved_tensors
+    return _fa4_attention_backward_op(dout, q, k, v, out, lse)
+
+
+_fa4_attention_op.register_autograd(_fa4_backward, setup_context=_fa4_setup_context)
+FA4_ATTENTION_OP = torch.ops.cosmos_predict2.fa4_attention.default
+
+
+def fa4_attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch.Tensor) -> torch.Tensor:
+    return _fa4_attention_op(q_B_L_H_D, k_B_M_H_D, v_B_M_H_D)[0]
 
 
 def _fa4_supports(q: torch.Tensor) -> bool:
@@ -73,27 +135,28 @@ def _fa4_supports(q: torch.Tensor) -> bool:
             and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device)[0] >= 9)
 
 
-def resolved_attention_backend(q_B_L_H_D: torch.Tensor, needs_grad: bool = False) -> str:
+def resolved_attention_backend(q_B_L_H_D: torch.Tensor) -> str:
     """The backend `attention` runs for inputs like `q_B_L_H_D` under the current setting."""
     if not q_B_L_H_D.is_cuda:
         return "auto"  # the choice only concerns CUDA; PyTorch picks its CPU kernel
-    if _backend == "fa4" or (_backend == "best" and not needs_grad):  # training never imports FA4 (~7 s)
+    if _backend in ("fa4", "best"):
         return "fa4" if _fa4_function() is not None and _fa4_supports(q_B_L_H_D) else "cudnn"
-    return "cudnn" if _backend == "best" else _backend
+    return _backend
 
 
-def attention_backend_for(device: torch.device, dtype: torch.dtype, needs_grad: bool = False) -> str:
+def attention_backend_for(device: torch.device, dtype: torch.dtype) -> str:
     """The backend the DiT's attention (head dim 128) runs on `device` in `dtype`: for logs and benchmark records."""
-    return resolved_attention_backend(torch.empty(1, 1, 1, 128, device=device, dtype=dtype), needs_grad)
+    return resolved_attention_backend(torch.empty(1, 1, 1, 128, device=device, dtype=dtype))
 
 
-def attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch.Tensor) -> torch.Tensor:
-    """Softmax attention without mask, scale 1/sqrt(head_dim). Inputs and output are [B, L, heads, head_dim]."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_B_L_H_D, k_B_M_H_D, v_B_M_H_D))
-    name = resolved_attention_backend(q_B_L_H_D, needs_grad)
+def attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: torch.Tensor,
+              video_size: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Softmax attention without mask, scale 1/sqrt(head_dim). Inputs and output are [B, L, heads, head_dim].
+    `video_size`, the token grid self-attention layers pass, is for grid-aware kernels; dense attention ignores it."""
+    del video_size
+    name = resolved_attention_backend(q_B_L_H_D)
     if name == "fa4":
-        out = _fa4_function()(q_B_L_H_D, k_B_M_H_D, v_B_M_H_D)
-        return out[0] if isinstance(out, tuple) else out
+        return fa4_attention(q_B_L_H_D, k_B_M_H_D, v_B_M_H_D)
     q, k, v = (t.transpose(1, 2) for t in (q_B_L_H_D, k_B_M_H_D, v_B_M_H_D))
     backends = _SDPA_BACKENDS[name]
     if backends is None:

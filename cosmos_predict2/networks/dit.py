@@ -11,7 +11,7 @@ sinusoid, the RoPE angles, RMSNorm statistics and the q/k normalisation + rotati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import torch
@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cosmos_predict2.networks.attention import attention
+from cosmos_predict2.networks.attention import FA4_ATTENTION_OP, attention
 from cosmos_predict2.networks.fused import maybe_fused
+from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
 
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 
@@ -239,15 +240,17 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(head_dim, eps=1e-6)
         self.v_proj = nn.Linear(context_dim, inner_dim, bias=False)
         self.output_proj = nn.Linear(inner_dim, query_dim, bias=False)
-        # The attention kernel call, q/k/v [B, L, heads, head_dim] -> same shape. A seam for parallelism applied
-        # from outside: context parallelism replaces it on self-attention with an all-to-all version.
-        self.attention_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = attention
+        # The attention kernel call, q/k/v [B, L, heads, head_dim] -> same shape; self-attention also gets the token
+        # grid (T, H, W) as `video_size`. A seam: neighborhood attention (the NATTEN variants) replaces it on some
+        # self-attention layers, and context parallelism applied from outside wraps it in an all-to-all.
+        self.attention_fn: Callable[..., torch.Tensor] = attention
 
     def forward(
         self,
         x_B_L_D: torch.Tensor,
         context_B_M_D: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        video_size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         B, L, _ = x_B_L_D.shape
         context = x_B_L_D if context_B_M_D is None else context_B_M_D.to(x_B_L_D.dtype)
@@ -260,7 +263,8 @@ class Attention(nn.Module):
         else:
             q = rms_norm(q, self.q_norm.weight, self.q_norm.eps)
             k = rms_norm(k, self.k_norm.weight, self.k_norm.eps)
-        out_B_L_H_D = self.attention_fn(q, k, v)
+        grid = {"video_size": video_size} if self.is_selfattn else {}
+        out_B_L_H_D = self.attention_fn(q, k, v, **grid)
         return self.output_proj(out_B_L_H_D.reshape(B, L, -1))
 
 
@@ -322,6 +326,7 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         adaln_lora_B_T_3D: torch.Tensor | None = None,
         repeat_after_self_attn: int = 1,
+        video_size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         """repeat_after_self_attn=k: x and emb hold B/k distinct rows and crossattn_emb all B; the rows are tiled
         k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats)."""
@@ -334,7 +339,8 @@ class Block(nn.Module):
             return gated_residual(x, gate, h)
 
         emb, adaln_lora = emb_B_T_D, adaln_lora_B_T_3D
-        x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, emb, adaln_lora, rope=rope)
+        x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, emb, adaln_lora, rope=rope,
+                video_size=video_size)
         if repeat_after_self_attn > 1:
             x, emb, adaln_lora = _tile_rows(repeat_after_self_attn, x, emb, adaln_lora)
         x = run(self.cross_attn, self.adaln_modulation_cross_attn, x, emb, adaln_lora,
@@ -400,6 +406,8 @@ class MiniTrainDIT(nn.Module):
         rope_enable_fps_modulation: bool = False,
         activation_checkpointing: str = "none",
         rope_angles_dtype: str = "float32",
+        selective_checkpoint_budget_gib: float | None = None,
+        natten_parameters: list[Mapping | None] | None = None,
         **unsupported,
     ) -> None:
         super().__init__()
@@ -431,6 +439,8 @@ class MiniTrainDIT(nn.Module):
         self.model_channels, self.num_heads = model_channels, num_heads
         self.use_adaln_lora = use_adaln_lora
         self.activation_checkpointing = activation_checkpointing
+        # Selective checkpointing keeps the self-attention outputs of as many blocks as fit this budget (None: all).
+        self.selective_checkpoint_budget_gib = selective_checkpoint_budget_gib
 
         embed_in_channels = in_channels + (1 if concat_padding_mask else 0)
         self.x_embedder = PatchEmbed(embed_in_channels, model_channels, patch_spatial, patch_temporal)
@@ -456,6 +466,8 @@ class MiniTrainDIT(nn.Module):
             model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels, use_adaln_lora,
             adaln_lora_dim,
         )
+        if natten_parameters is not None:  # the sparse-attention (NATTEN) variants: docs/reference.md §13
+            apply_neighborhood_attention(self, natten_parameters)
         # A seam for context parallelism applied from outside (the parallel package): None, or an object that
         # keeps this rank's share of the latent frames after the embeddings and gathers the output.
         self.frame_split: FrameSplit | None = None
@@ -479,11 +491,19 @@ class MiniTrainDIT(nn.Module):
         y = y.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B, C, T, pt, H, p1, W, p2
         return y.reshape(B, self.out_channels, T * pt, H * p, W * p)
 
-    def _run_block(self, block: Block, *args) -> torch.Tensor:
+    def _blocks_keeping_attention(self, x_B_T_S_D: torch.Tensor) -> int:
+        """How many blocks keep their self-attention output under selective checkpointing: all, or as many as fit
+        the budget (one output is the size of the block input)."""
+        if self.selective_checkpoint_budget_gib is None:
+            return len(self.blocks)
+        per_block = x_B_T_S_D.numel() * x_B_T_S_D.element_size()
+        return min(len(self.blocks), int(self.selective_checkpoint_budget_gib * 2**30 // per_block))
+
+    def _run_block(self, index: int, block: Block, *args, **kwargs) -> torch.Tensor:
         if not torch.is_grad_enabled() or self.activation_checkpointing == "none":
-            return block(*args)
-        context_fn = selective_checkpoint_context if self.activation_checkpointing == "selective" else None
-        kwargs = {"context_fn": context_fn} if context_fn is not None else {}
+            return block(*args, **kwargs)
+        if self.activation_checkpointing == "selective" and index < self._blocks_keeping_attention(args[0]):
+            kwargs["context_fn"] = selective_checkpoint_context
         return checkpoint(block, *args, use_reentrant=False, **kwargs)
 
     # --- forward -------------------------------------------------------------------------------------------
@@ -548,12 +568,15 @@ class MiniTrainDIT(nn.Module):
 
         x = x_B_T_H_W_D.reshape(B, T, H * W, D)
         crossattn_emb = crossattn_emb.to(dtype)
+        video_size = (T, H, W)  # this rank's frames under context parallelism
         for i, block in enumerate(self.blocks):
             if i == 0 and repeats > 1:
-                x = self._run_block(block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D, repeats)
+                x = self._run_block(i, block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D, repeats,
+                                    video_size=video_size)
                 emb_B_T_D, adaln_lora_B_T_3D = _tile_rows(repeats, emb_B_T_D, adaln_lora_B_T_3D)
             else:
-                x = self._run_block(block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D)
+                x = self._run_block(i, block, x, emb_B_T_D, crossattn_emb, rope, adaln_lora_B_T_3D,
+                                    video_size=video_size)
         y_B_T_S_F = self.final_layer(x, emb_B_T_D, adaln_lora_B_T_3D)
         out_B_C_T_H_W = self.unpatchify(y_B_T_S_F, T, H, W)
         if self.frame_split is not None:
@@ -596,8 +619,9 @@ class MinimalV1LVGDiT(MiniTrainDIT):
 # Selective activation checkpointing
 # ----------------------------------------------------------------------------------------------------------
 
-def _attention_ops() -> set:
-    ops = set()
+def _attention_ops() -> dict:
+    """Attention ops -> where their key tensor sits in the arguments and its sequence dimension."""
+    ops = {FA4_ATTENTION_OP: 1}  # [B, L, heads, D]
     for name in (
         "_scaled_dot_product_cudnn_attention",
         "_scaled_dot_product_flash_attention",
@@ -606,22 +630,28 @@ def _attention_ops() -> set:
     ):
         op = getattr(torch.ops.aten, name, None)
         if op is not None:
-            ops.add(op.default)
+            ops[op.default] = 2  # [B, heads, L, D]
     return ops
+
+
+_ATTENTION_OPS = _attention_ops()
+# What is worth keeping, by recompute FLOPs per byte kept: an attention output over M keys costs 4*L*M*D FLOPs to
+# recompute and 2*L*D bytes to keep, 2*M FLOP/byte (~169k for 720p self-attention, M = 84,480 tokens); a linear
+# layer's output costs ~D_in FLOP/byte (2,048-5,120), cross-attention over the 512 text tokens 1,024. So only
+# attention over many keys is kept; everything else is recomputed.
+SELECTIVE_MIN_KEYS = 2048
 
 
 def _save_attention_policy(ctx, op, *args, **kwargs):
     from torch.utils.checkpoint import CheckpointPolicy
 
-    # Attention is ~85% of a block's FLOPs at 720p; its output is one [L, D] tensor per block. Keeping it and
-    # recomputing only the cheap matmuls/elementwise ops costs ~9.7 GB for 2B at 720p and saves a second
-    # attention pass. The policy is by op type, not by counting calls, so LoRA's extra matmuls cannot shift it.
-    if op in _ATTENTION_OPS:
+    # Self-attention is ~85% of a block's FLOPs at 720p and its output one [L, D] tensor per block; keeping it
+    # saves a second attention pass in the backward. The policy is by op type and key count, not by counting
+    # calls, so LoRA's extra matmuls cannot shift it.
+    seq_dim = _ATTENTION_OPS.get(op)
+    if seq_dim is not None and args[1].shape[seq_dim] >= SELECTIVE_MIN_KEYS:
         return CheckpointPolicy.MUST_SAVE
     return CheckpointPolicy.PREFER_RECOMPUTE
-
-
-_ATTENTION_OPS = _attention_ops()
 
 
 def selective_checkpoint_context():

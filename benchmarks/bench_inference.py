@@ -31,9 +31,12 @@ from cosmos_predict2.inference.defaults import video_size_hw  # noqa: E402
 from cosmos_predict2.inference.pipeline import GenerationTimings, Video2WorldPipeline  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, build_net, set_attention_backend  # noqa: E402
 from cosmos_predict2.networks.attention import BACKENDS  # noqa: E402
+from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention, natten_parameters_for  # noqa: E402
 from cosmos_predict2.tokenizers import WanVAETokenizer, tiny_vae_config  # noqa: E402
 
-REFERENCE_S = {"480": 50.2, "720": 221.7}  # docs/reference.md §11: reference 2B, 35 steps with guidance, one H200 SXM
+# docs/reference.md §11: the reference, 35 steps with guidance, one H200 SXM: (model, resolution, natten) -> s
+REFERENCE_S = {("2B", "480", False): 50.2, ("2B", "720", False): 221.7, ("2B", "720", True): 89.4,
+               ("14B", "480", False): 176.2, ("14B", "720", False): 836.9, ("14B", "720", True): 412.9}
 REFERENCE_MEMORY_GB = 32.5
 
 
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sequential_guidance", action="store_true", help="two batch-1 forwards instead of one of 2")
     p.add_argument("--no_shared_first_layers", action="store_true",
                    help="run the plain guidance batch (the text-independent first layers computed per branch)")
+    p.add_argument("--natten", action="store_true", help="the sparse-attention variant (neighborhood attention)")
     p.add_argument("--attn_backend", default=None, choices=BACKENDS,
                    help="attention kernel (default: best = fa4 where flash-attn-4 is installed, else cudnn)")
     args = p.parse_args(argv)
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         device = torch.device("cuda")
         net = build_net(args.model_size, device=device, dtype=torch.bfloat16).eval().requires_grad_(False)
+        if args.natten:
+            apply_neighborhood_attention(net, natten_parameters_for(args.model_size))
         tokenizer = WanVAETokenizer(AutoencoderKLWan(), device=device)  # full-size Wan2.1 VAE, bf16
         cases = [(res, video_size_hw(res, "16:9"), 93) for res in args.resolutions.split(",")]
         emb_dim, num_steps, model = 1024, args.num_steps, args.model_size
@@ -112,9 +118,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         result.update(model=model, resolution=name, size_hw=list(size_hw), num_frames=num_frames,
                       num_steps=num_steps, guidance=args.guidance, batched_guidance=not args.sequential_guidance,
                       shared_first_layers=not args.no_shared_first_layers,
-                      attention=attention_backend_for(device, next(net.parameters()).dtype),
+                      attention=attention_backend_for(device, next(net.parameters()).dtype)
+                      + (" + neighborhood (FlexAttention / dense groups)" if args.natten else ""),
                       device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      torch=torch.__version__, reference_seconds=REFERENCE_S.get(name),
+                      torch=torch.__version__, reference_seconds=REFERENCE_S.get((model, name, args.natten)),
                       scope="whole generation except the T5 pass (precomputed embeddings)")
         rows.append(result)
         print(json.dumps(result), flush=True)
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out = Path(os.environ["OUT"]) / "bench_inference.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=2))
-    print(f"\nVideo2World inference, {model}, {num_steps} steps, guidance {args.guidance} "
+    variant = f"{model}{' NATTEN' if args.natten else ''}"
+    print(f"\nVideo2World inference, {variant}, {num_steps} steps, guidance {args.guidance} "
           f"({'sequential' if args.sequential_guidance else 'batched'} branches); T5 precomputed")
     print(f"{'resolution':>10} {'s/video':>8} {'DiT loop':>9} {'VAE enc':>8} {'VAE dec':>8} {'forwards':>9} "
           f"{'s/forward':>10} {'peak GB':>8} {'reference s':>12}")
@@ -133,8 +141,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{r['vae_decode_s']:8.2f} {r['net_forwards']:9d} {r['seconds_per_forward']:10.3f} "
               f"{r['peak_memory_gb']:8.1f} {ref:>12}")
     if not args.tiny:
-        print(f"reference (whole pipeline, H200 SXM): 480p {REFERENCE_S['480']} s, 720p {REFERENCE_S['720']} s, "
-              f"{REFERENCE_MEMORY_GB} GB")
+        print(f"reference (whole pipeline, H200 SXM): 2B 480p {REFERENCE_S['2B', '480', False]} s, 720p "
+              f"{REFERENCE_S['2B', '720', False]} s, {REFERENCE_MEMORY_GB} GB")
+        for r in rows:  # fewer steps than the reference's 35: the same loop, per-forward time x its 72 forwards
+            if r["num_steps"] != 35:
+                full_s = r["vae_encode_s"] + r["vae_decode_s"] + 72 * r["seconds_per_forward"]
+                print(f"{r['resolution']}: {r['num_steps']} steps measured, 35 steps extrapolated {full_s:.1f} s")
     return rows
 
 

@@ -98,6 +98,9 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the VAE on the CPU while sampling")
     p.add_argument("--sequential_guidance", action="store_true",
                    help="run the two guidance branches one after the other (less memory, slower)")
+    p.add_argument("--natten", action="store_true",
+                   help="the sparse-attention variant (720p only): neighborhood attention in most self-attention "
+                        "layers, default checkpoint model-720p-<fps>fps-natten.pt")
     p.add_argument("--benchmark", action="store_true", help="warm up once, then time a generation")
     p.add_argument("--num_frames", type=int, default=None, help="override the frame count (4k+1; tests, demos)")
     p.add_argument("--size", default=None, help="override the video size as WxH, multiples of 16 (tests, demos)")
@@ -260,6 +263,8 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
     check_safety_models(args.disable_guardrail, args.disable_prompt_refiner, bool(args.prompt_embedding))
     if args.num_steps < 1:
         raise InferenceInputError(f"--num_steps must be at least 1, got {args.num_steps}")
+    if args.natten:
+        _check_natten(args)
     size_hw = parse_size(args.size) if args.size else video_size_hw(args.resolution, args.aspect_ratio)
     num_frames = args.num_frames or default_num_frames(args.fps)
     check_num_frames(num_frames, args.num_conditional_frames)
@@ -282,6 +287,16 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
     return Request(jobs, size_hw, num_frames, args.model_size or "2B", use_lora,
                    _load_embedding(args.prompt_embedding) if args.prompt_embedding else None,
                    _load_embedding(args.negative_prompt_embedding) if args.negative_prompt_embedding else None)
+
+
+def _check_natten(args: argparse.Namespace) -> None:
+    from cosmos_predict2.networks.neighborhood import NATTEN_PARAMETERS
+
+    if args.model_size not in (None, *NATTEN_PARAMETERS):
+        raise InferenceInputError(f"--natten: there is no sparse-attention variant of the {args.model_size} model "
+                                  f"(only {', '.join(NATTEN_PARAMETERS)})")
+    if args.resolution != "720" and not args.size:
+        raise InferenceInputError("--natten: the sparse-attention variants are 720p models; use --resolution 720")
 
 
 def _load_embedding(path: str) -> torch.Tensor:
@@ -310,9 +325,14 @@ def _load_net(args: argparse.Namespace, request: Request, device: torch.device, 
                           allow_base_mismatch=args.allow_base_mismatch, load_ema=args.load_ema)  # fmt: skip
         loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
     else:
-        dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps)
+        dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps, args.natten)
         loaded = load_base_net(dit_path, request.model_size, device, dtype, load_ema=bool(args.load_ema))
     log(f"loaded {loaded.description}")
+    if args.natten:
+        from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention, natten_parameters_for
+
+        apply_neighborhood_attention(loaded.net, natten_parameters_for(request.model_size))
+        log("sparse attention: neighborhood attention in the NATTEN variant's self-attention layers")
     if args.num_gpus > 1:
         loaded.net = parallelize_net(loaded.net, fsdp_shard_size=1, context_parallel_size=args.num_gpus)
     return loaded.net
@@ -371,7 +391,7 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
             log(f"saved {written[-1]} ({request.num_frames} frames, {request.size_hw[1]}x{request.size_hw[0]}, "
                 f"{args.fps} fps); sampling {timings.sample_s:.2f} s, {timings.net_forwards} net forwards")
         if args.benchmark and i == 0:
-            _report_benchmark(timings, args.num_steps, proc.device, log)
+            _report_benchmark(timings, args.num_steps, proc.device, log, args.natten)
     return written
 
 
@@ -402,13 +422,15 @@ def _warm_up(pipe: Video2WorldPipeline, kwargs: dict, device: torch.device, log)
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _report_benchmark(timings: GenerationTimings, num_steps: int, device: torch.device, log) -> None:
+def _report_benchmark(timings: GenerationTimings, num_steps: int, device: torch.device, log,
+                      natten: bool = False) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     log(f"benchmark: {timings.encode_s + timings.sample_s + timings.decode_s:.2f} s per video "
         f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {num_steps} "
         f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
-        f"{attention_backend_for(device, dtype)}")
+        f"{attention_backend_for(device, dtype)}"
+        + (" (dense layers and dense groups) + FlexAttention (neighborhood layers)" if natten else ""))
 
 
 def run(lora: bool = False, argv: Sequence[str] | None = None) -> int:

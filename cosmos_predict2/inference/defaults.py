@@ -33,8 +33,9 @@ def model_dir(model_size: str) -> str:
     return f"checkpoints/nvidia/Cosmos-Predict2-{model_size}-Video2World"
 
 
-def default_dit_path(model_size: str, resolution: str, fps: int) -> str:
-    return f"{model_dir(model_size)}/model-{resolution}p-{fps}fps.pt"
+def default_dit_path(model_size: str, resolution: str, fps: int, natten: bool = False) -> str:
+    """The released checkpoint's path; `natten`: its sparse-attention variant (720p only, same keys)."""
+    return f"{model_dir(model_size)}/model-{resolution}p-{fps}fps{'-natten' if natten else ''}.pt"
 
 
 def default_tokenizer_path(model_size: str) -> str:

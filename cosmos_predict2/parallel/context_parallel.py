@@ -101,19 +101,26 @@ def _heads_to_seq(x_B_L_h_D: torch.Tensor, group) -> torch.Tensor:
     return recv.permute(1, 2, 0, 3, 4).reshape(B, L // cp, cp * h, D)
 
 
-def ulysses_attention(q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor, group):
+def ulysses_attention(q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor, group,
+                      local_attention=attention, video_size: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """All-to-all to the whole sequence on heads/cp heads, `local_attention` there, all-to-all back. `video_size` is
+    this rank's token grid; the kernel sees the whole one (its frames times the group size)."""
     q, k, v = (_seq_to_heads(t, group) for t in (q_B_l_H_D, k_B_l_H_D, v_B_l_H_D))
-    return _heads_to_seq(attention(q, k, v), group)
+    full_size = None if video_size is None else (video_size[0] * dist.get_world_size(group), *video_size[1:])
+    return _heads_to_seq(local_attention(q, k, v, video_size=full_size), group)
 
 
 class UlyssesAttention:
-    """The attention call of one self-attention layer under context parallelism (`Attention.attention_fn`)."""
+    """The attention call of one self-attention layer under context parallelism (`Attention.attention_fn`),
+    wrapping the layer's own kernel call (dense or neighborhood attention)."""
 
-    def __init__(self, group) -> None:
+    def __init__(self, group, local_attention=attention) -> None:
         self.group = group
+        self.local_attention = local_attention
 
-    def __call__(self, q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor) -> torch.Tensor:
-        return ulysses_attention(q_B_l_H_D, k_B_l_H_D, v_B_l_H_D, self.group)
+    def __call__(self, q_B_l_H_D: torch.Tensor, k_B_l_H_D: torch.Tensor, v_B_l_H_D: torch.Tensor,
+                 video_size: tuple[int, int, int] | None = None) -> torch.Tensor:
+        return ulysses_attention(q_B_l_H_D, k_B_l_H_D, v_B_l_H_D, self.group, self.local_attention, video_size)
 
 
 class ContextParallelFrames:
@@ -135,5 +142,5 @@ def apply_context_parallel(net: torch.nn.Module, group) -> torch.nn.Module:
     net.frame_split = ContextParallelFrames(group)
     for module in net.modules():
         if getattr(module, "is_selfattn", False):
-            module.attention_fn = UlyssesAttention(group)
+            module.attention_fn = UlyssesAttention(group, module.attention_fn)
     return net

@@ -6,6 +6,7 @@ The spec (`lora/spec.py`) says what to inject; the file format (`lora/files.py`)
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -18,10 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def matching_modules(net: nn.Module, target_modules: list[str]) -> list[str]:
-    """Names of the Linear layers PEFT will adapt: a target matches every module whose name ends with it."""
+    """Names of the Linear layers PEFT will adapt: a target matches every module whose name ends with it (a layer
+    that already holds an adapter counts by its base layer, so a second adapter can be injected)."""
     out = []
     for name, module in net.named_modules():
-        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules):
+        linear = isinstance(module, nn.Linear) or isinstance(getattr(module, "base_layer", None), nn.Linear)
+        if linear and any(name == t or name.endswith("." + t) for t in target_modules):
             out.append(name)
     return out
 
@@ -45,7 +48,9 @@ def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.
         log.warning(f"LoRA target modules {unmatched} match no Linear layer of the network and are ignored; {valid}. "
                     f"Training adapters on {[t for t in spec.target_modules if t not in unmatched]}")  # fmt: skip
     matched = [t for t in spec.target_modules if t not in unmatched]
-    inject_adapter_in_model(spec.to_peft(matched), net, adapter_name=adapter_name)
+    with warnings.catch_warnings():  # a second adapter is intended here: PEFT warns of "multiple adapters"
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
+        inject_adapter_in_model(spec.to_peft(matched), net, adapter_name=adapter_name)
     for name, p in net.named_parameters():
         is_lora = ".lora_" in name
         p.requires_grad_(is_lora)

@@ -110,6 +110,9 @@ def test_detection_errors_name_the_format(assets, tmp_path):  # noqa: F811
     save_file(mixed, str(tmp_path / "mixed.safetensors"))
     with pytest.raises(LoraConfigError, match=r"cannot tell the adapter format .*1 of 2 LoRA keys look like"):
         read_any_adapter(tmp_path / "mixed.safetensors")
+    save_file({"unet.down.0.lora_A.weight": torch.zeros(4, 8)}, str(tmp_path / "unknown.safetensors"))
+    with pytest.raises(LoraConfigError, match="no key follows a known format's names, e.g. 'unet.down.0.lora_A"):
+        read_any_adapter(tmp_path / "unknown.safetensors")
     with pytest.raises(LoraConfigError, match="does not record lora_alpha: pass --alpha"):
         read_any_adapter(assets.reference_lora)
 

@@ -192,6 +192,9 @@ def detect_format(state: Mapping, source: str) -> str:
                               "re-export it with python -m cosmos_predict2.lora export")  # fmt: skip
     partial = {m.name: sum(m.parse(k) is not None for k in lora_keys) for m in KEY_MAPS.values()}
     guess = max(partial, key=partial.get)
+    if not partial[guess]:
+        raise LoraConfigError(f"cannot tell the adapter format of {source}: no key follows a known format's names, "
+                              f"e.g. {lora_keys[0]!r}; known formats: {', '.join(FORMAT_NAMES)} (lora/formats.py)")
     raise LoraConfigError(
         f"cannot tell the adapter format of {source}: {partial[guess]} of {len(lora_keys)} LoRA keys look like "
         f"{KEY_MAPS[guess].title} ({guess}), e.g. {lora_keys[0]!r}; known formats: {', '.join(FORMAT_NAMES)}")
@@ -302,11 +305,24 @@ def _alpha_of(fmt: str, meta: Mapping, alphas: Mapping[str, float], alpha: float
     return None, "not recorded: alpha = rank (what diffusers, ComfyUI and kohya assume)"
 
 
+def _with_component_prefix(state: Mapping, meta: dict) -> tuple[Mapping, dict]:
+    """diffusers' model-level `save_lora_adapter` writes the transformer's keys and config without the
+    `transformer.` component prefix that the pipeline-level `save_lora_weights` adds: add it."""
+    keys = [k for k in state if isinstance(k, str)]
+    if not keys or not all(k.startswith("transformer_blocks.") and ".lora_" in k for k in keys):
+        return state, meta
+    meta = dict(meta)
+    if LORA_ADAPTER_METADATA_KEY in meta:
+        config = json.loads(meta[LORA_ADAPTER_METADATA_KEY])
+        meta[LORA_ADAPTER_METADATA_KEY] = json.dumps({f"transformer.{k}": v for k, v in config.items()})
+    return {f"transformer.{k}": v for k, v in state.items()}, meta
+
+
 def read_any_adapter(path: str | os.PathLike, alpha: float | None = None) -> ImportedAdapter:
     """An adapter in any of the formats of `KEY_MAPS`, auto-detected, as one of our `AdapterFile`s (base record
     empty unless the file carries ours). `alpha` overrides the file's record (required for reference files)."""
     path = Path(path)
-    state, meta = _read_raw(path)
+    state, meta = _with_component_prefix(*_read_raw(path))
     fmt = detect_format(state, str(path))
     if fmt == "ours":
         adapter = AdapterFile.from_state(state, str(path))

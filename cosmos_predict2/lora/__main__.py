@@ -8,6 +8,10 @@
                                            --base model.pt --out merged.pt
     python -m cosmos_predict2.lora inspect FILE
 
+Options: export --format F [F ...] | all, --out, --base, --no_ema, --dtype bf16|fp32|fp16, --inference_only,
+--alpha; import --out, --base, --model_size, --alpha; merge --adapter (repeatable), --scale (one per adapter),
+--base, --out, --dtype (default bf16), --no_ema, --allow_base_mismatch; each subcommand's --help has the details.
+
 ADAPTER may be in any format (ours, reference, diffusers, peft, comfyui, kohya): it is detected from the keys.
 Formats: lora/formats.py (one table of key maps).
 """

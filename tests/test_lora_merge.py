@@ -133,3 +133,25 @@ def test_lora_path_flags(assets, second, tmp_path):  # noqa: F811
     # --dit_path stays the base DiT: with --lora_path it names the base (else the adapters' recorded base is used)
     video2world_lora.main(argv)
     assert single.read_bytes() == multi.read_bytes()
+
+
+def test_merge_streams_from_the_memory_mapped_base(assets, tmp_path, monkeypatch):  # noqa: F811
+    """Only the adapted weights are new tensors; every other tensor of a bf16 base goes to the file straight from
+    the memory-mapped base (no second copy), and the base's tensors are never written."""
+    import cosmos_predict2.io as io
+
+    bf16_base = tmp_path / "base_bf16.pt"
+    torch.save({k: v.to(torch.bfloat16) for k, v in torch.load(assets.dit, weights_only=True).items()}, bf16_base)
+    seen = {}
+    real_load = io.safe_load
+    monkeypatch.setattr(io, "safe_load", lambda path, **kw: seen.setdefault(str(path), real_load(path, **kw)))
+    monkeypatch.setattr(io, "atomic_torch_save", lambda obj, path: seen.setdefault("out", obj))
+    assert lora_main(["merge", "--adapter", str(assets.adapter), "--base", str(bf16_base), "--out", "x.pt"]) == 0
+    base, out = seen[str(bf16_base)], seen["out"]
+    adapted = {f"net.{k.split('.lora_')[0]}.weight" for k in read_any_adapter(assets.adapter).adapter.weights}
+    assert out.keys() == base.keys() and adapted < set(out)
+    for key, value in out.items():
+        shares = value.untyped_storage().data_ptr() == base[key].untyped_storage().data_ptr()
+        assert shares != (key in adapted), key
+    pristine = torch.load(bf16_base, weights_only=True)
+    assert all(torch.equal(base[k], pristine[k]) for k in adapted)

@@ -124,6 +124,10 @@ def test_lora_path_flags(assets, second, tmp_path):  # noqa: F811
         parse_lora_paths(["a.pt", "b.pt"], [0.8])
     with pytest.raises(LoraConfigError, match="either inline"):
         parse_lora_paths(["a.pt:0.5"], [0.8])
+    mixed_up = common_argv(assets, tmp_path / "x.mp4", "--lora_path", str(second))
+    mixed_up[mixed_up.index("--dit_path") + 1] = str(assets.adapter)
+    with pytest.raises(LoraConfigError, match="with --lora_path --dit_path is the base DiT"):
+        video2world_lora.main(mixed_up)
     # The example script: --lora_path A --lora_path B:0 generates what --use_lora --dit_path A does.
     single, multi = tmp_path / "single.mp4", tmp_path / "multi.mp4"
     argv = common_argv(assets, single, "--use_lora")

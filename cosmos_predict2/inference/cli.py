@@ -32,6 +32,7 @@ from cosmos_predict2.inference.model_loading import (
     LoadedNet,
     LoraFlags,
     check_load_ema,
+    check_multi_lora_base,
     load_base_net,
     load_lora_net,
     load_multi_lora_net,
@@ -268,6 +269,7 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
             raise InferenceInputError("with --lora_path, give the base DiT as --dit_path or --base_dit_path, not both")
         for path, _ in parse_lora_paths(lora_paths, args.lora_scale):
             _check_file(path, "--lora_path")
+        check_multi_lora_base(args.dit_path or args.base_dit_path)
     for flag in ("lora_rank", "lora_alpha", "lora_target_modules", "base_dit_path"):
         if not use_lora and getattr(args, flag, None) is not None:
             raise InferenceInputError(f"--{flag} only applies with --use_lora")

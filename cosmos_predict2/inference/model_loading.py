@@ -271,6 +271,14 @@ def parse_lora_paths(paths: list[str], scales: list[float] | None) -> list[tuple
     return [(p, scales[i] if scales else (1.0 if s is None else s)) for i, (p, s) in enumerate(pairs)]
 
 
+def check_multi_lora_base(base_dit_path: str | None) -> None:
+    """With --lora_path, --dit_path names the base DiT: an adapter there is a mix-up (a memory-mapped peek)."""
+    state = _peek(Path(base_dit_path)) if base_dit_path and Path(base_dit_path).is_file() else None
+    if state is not None and (is_adapter_checkpoint(state) or has_reference_lora(state)):
+        raise LoraConfigError(f"--dit_path {base_dit_path} is a LoRA checkpoint, but with --lora_path --dit_path is "
+                              "the base DiT: pass this adapter as another --lora_path (or drop --dit_path)")
+
+
 def load_multi_lora_net(
     adapters: list[tuple[str, float]], base_dit_path: str | None, model_size: str | None, device: torch.device,
     dtype: torch.dtype, flags: LoraFlags,

@@ -291,7 +291,7 @@ def _alpha_of(fmt: str, meta: Mapping, alphas: Mapping[str, float], alpha: float
         return alpha, "--alpha"
     if fmt == "diffusers" and LORA_ADAPTER_METADATA_KEY in meta:
         config = json.loads(meta[LORA_ADAPTER_METADATA_KEY])
-        return float(config["transformer.lora_alpha"]), "diffusers lora_adapter_metadata"
+        return float(config.get("transformer.lora_alpha", config.get("lora_alpha"))), "diffusers lora_adapter_metadata"
     if fmt == "peft" and "peft_config" in meta:
         return float(meta["peft_config"]["lora_alpha"]), PEFT_CONFIG_NAME
     if alphas:

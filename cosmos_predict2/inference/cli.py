@@ -32,8 +32,11 @@ from cosmos_predict2.inference.model_loading import (
     LoadedNet,
     LoraFlags,
     check_load_ema,
+    check_multi_lora_base,
     load_base_net,
     load_lora_net,
+    load_multi_lora_net,
+    parse_lora_paths,
 )
 from cosmos_predict2.inference.pipeline import Deferred, GenerationTimings, Video2WorldPipeline
 from cosmos_predict2.inference.safety import SafetyModels, check_safety_models, refined_prompt_path
@@ -134,7 +137,11 @@ def _add_lora_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora_alpha", type=_number, default=None,
                    help="optional for our checkpoints (must match); required for reference LoRA checkpoints")
     p.add_argument("--lora_target_modules", default=None, help="optional: must equal the checkpoint's targets")
-    p.add_argument("--lora_scale", type=float, default=1.0, help="adapter strength (0 = the base model exactly)")
+    p.add_argument("--lora_scale", type=float, action="append", default=None,
+                   help="adapter strength (0 = the base model exactly); with several --lora_path, one per adapter")
+    p.add_argument("--lora_path", action="append", default=None, metavar="ADAPTER[:SCALE]",
+                   help="an adapter in any format (ours, diffusers, ComfyUI, kohya, PEFT), repeatable: several "
+                        "adapters act at once; --dit_path (optional) is then the base DiT")
     p.add_argument("--no_merge_lora", action="store_true",
                    help="keep the adapters as separate fp32 layers instead of folding them into the base weights "
                         "(slower; the default merge runs at the base model's speed)")
@@ -256,7 +263,16 @@ def _other_checkpoints(path: Path) -> str:
 
 def check_request(args: argparse.Namespace, lora: bool) -> Request:
     """Every flag and path, before any model is loaded: a typo must not cost a model load or a generation."""
-    use_lora = lora and args.use_lora
+    lora_paths = getattr(args, "lora_path", None)
+    use_lora = lora and (args.use_lora or bool(lora_paths))
+    if lora and len(args.lora_scale or []) > 1 and not lora_paths:
+        raise InferenceInputError("several --lora_scale need as many --lora_path (one adapter each)")
+    if lora_paths:
+        if args.dit_path and args.base_dit_path:
+            raise InferenceInputError("with --lora_path, give the base DiT as --dit_path or --base_dit_path, not both")
+        for path, _ in parse_lora_paths(lora_paths, args.lora_scale):
+            _check_file(path, "--lora_path")
+        check_multi_lora_base(args.dit_path or args.base_dit_path)
     for flag in ("lora_rank", "lora_alpha", "lora_target_modules", "base_dit_path"):
         if not use_lora and getattr(args, flag, None) is not None:
             raise InferenceInputError(f"--{flag} only applies with --use_lora")
@@ -272,7 +288,7 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
         raise InferenceInputError("--model_size tiny needs --dit_path, --tokenizer_path and --size")
     if args.batch_input_json and args.prompt_embedding:
         raise InferenceInputError("--prompt_embedding applies to a single --prompt, not to --batch_input_json")
-    if use_lora and not args.dit_path:
+    if use_lora and not args.dit_path and not lora_paths:
         raise InferenceInputError("--use_lora needs --dit_path: the LoRA checkpoint (model/iter_XXXXXXXXX.pt)")
     jobs = _jobs(args)
     flag = "--batch_input_json entry" if args.batch_input_json else None
@@ -283,7 +299,7 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
                        (getattr(args, "base_dit_path", None), "--base_dit_path")):  # fmt: skip
         _check_file(path, name)
     if args.load_ema and args.dit_path:
-        check_load_ema(args.dit_path, use_lora)
+        check_load_ema(args.dit_path, use_lora and not lora_paths)
     return Request(jobs, size_hw, num_frames, args.model_size or "2B", use_lora,
                    _load_embedding(args.prompt_embedding) if args.prompt_embedding else None,
                    _load_embedding(args.negative_prompt_embedding) if args.negative_prompt_embedding else None)
@@ -320,10 +336,15 @@ def _process(args: argparse.Namespace) -> ProcessInfo:
 def _load_net(args: argparse.Namespace, request: Request, device: torch.device, log) -> torch.nn.Module:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the DiT runs in bf16 on GPU
     if request.use_lora:
-        flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, args.lora_scale,
+        flags = LoraFlags(args.lora_rank, args.lora_alpha, args.lora_target_modules, (args.lora_scale or [1.0])[0],
                           args.base_dit_path, merge=not args.no_merge_lora,
                           allow_base_mismatch=args.allow_base_mismatch, load_ema=args.load_ema)  # fmt: skip
-        loaded: LoadedNet = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
+        if args.lora_path:
+            pairs = parse_lora_paths(args.lora_path, args.lora_scale)
+            loaded: LoadedNet = load_multi_lora_net(pairs, args.dit_path or args.base_dit_path, args.model_size,
+                                                    device, dtype, flags)  # fmt: skip
+        else:
+            loaded = load_lora_net(args.dit_path, args.model_size, device, dtype, flags)
     else:
         dit_path = args.dit_path or default_dit_path(request.model_size, args.resolution, args.fps, args.natten)
         loaded = load_base_net(dit_path, request.model_size, device, dtype, load_ema=bool(args.load_ema))

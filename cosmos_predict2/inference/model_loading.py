@@ -248,3 +248,78 @@ def load_lora_net(
         f"{source} holds no LoRA adapters (no lora_A/lora_B weights, no lora_config): for a base model use "
         "examples/video2world.py, or drop --use_lora"
     )
+
+
+def parse_lora_paths(paths: list[str], scales: list[float] | None) -> list[tuple[str, float]]:
+    """`--lora_path A.pt --lora_path B.pt:0.5 [--lora_scale 0.8 ...]` -> [(path, scale)]: an inline `:scale`, or one
+    --lora_scale per --lora_path in order, or one --lora_scale for a single path; default 1."""
+    pairs = []
+    for p in paths:
+        path, sep, tail = p.rpartition(":")
+        inline = None
+        if sep and not Path(p).exists():
+            try:
+                inline = float(tail)
+            except ValueError:
+                path = p
+        pairs.append((path if inline is not None else p, inline))
+    scales = list(scales or [])
+    if scales and any(s is not None for _, s in pairs):
+        raise LoraConfigError("give adapter scales either inline (--lora_path A.pt:0.8) or with --lora_scale, not both")
+    if scales and len(scales) != len(pairs):
+        raise LoraConfigError(f"{len(pairs)} --lora_path but {len(scales)} --lora_scale: give one scale per adapter")
+    return [(p, scales[i] if scales else (1.0 if s is None else s)) for i, (p, s) in enumerate(pairs)]
+
+
+def check_multi_lora_base(base_dit_path: str | None) -> None:
+    """With --lora_path, --dit_path names the base DiT: an adapter there is a mix-up (a memory-mapped peek)."""
+    state = _peek(Path(base_dit_path)) if base_dit_path and Path(base_dit_path).is_file() else None
+    if state is not None and (is_adapter_checkpoint(state) or has_reference_lora(state)):
+        raise LoraConfigError(f"--dit_path {base_dit_path} is a LoRA checkpoint, but with --lora_path --dit_path is "
+                              "the base DiT: pass this adapter as another --lora_path (or drop --dit_path)")
+
+
+def load_multi_lora_net(
+    adapters: list[tuple[str, float]], base_dit_path: str | None, model_size: str | None, device: torch.device,
+    dtype: torch.dtype, flags: LoraFlags,
+) -> LoadedNet:
+    """Several adapters at once (any format of lora/formats.py), each with its scale, through PEFT's multi-adapter
+    support: ranks and targets may differ; adapters recording different base models are refused."""
+    from cosmos_predict2.lora.adapters import activate_adapters
+    from cosmos_predict2.lora.formats import read_any_adapter
+    from cosmos_predict2.lora.merge import ScaledAdapter, check_same_base
+
+    loaded = []
+    for path, scale in adapters:
+        imported = read_any_adapter(path, flags.alpha)
+        if imported.format == "reference":
+            raise LoraConfigError(f"--lora_path {path} is a reference LoRA checkpoint (it carries its own base): "
+                                  "load it alone with --use_lora --dit_path, or convert it first with "
+                                  "python -m cosmos_predict2.lora import --alpha A")  # fmt: skip
+        loaded.append(ScaledAdapter(imported.adapter, scale, path))
+    check_same_base(loaded)
+    recorded = next((a for a in loaded if a.adapter.base.get("dit_path")), None)
+    if base_dit_path is None and recorded is None:
+        raise LoraConfigError("none of the --lora_path adapters records its base model: pass --dit_path (the base)")
+    base_path, how = (resolve_base_path(Path(recorded.source), recorded.adapter.base, base_dit_path) if recorded
+                      else (Path(base_dit_path), "--dit_path"))  # fmt: skip
+    checked = [check_base_identity(Path(a.source), a.adapter.base, base_path, flags.allow_base_mismatch)
+               for a in loaded]  # fmt: skip
+    size = next((a.adapter.base["model_size"] for a in loaded if a.adapter.base.get("model_size")), None)
+    if model_size and size and model_size != size:
+        raise LoraConfigError(f"--model_size {model_size} but the adapters were trained on the {size} model")
+    cfg = next((a.adapter.base["net_config"] for a in loaded if a.adapter.base.get("net_config")), None)
+    net = load_dit_weights(_meta_net(size or model_size or "2B", cfg), base_path, dtype=dtype)
+    names = [f"adapter{i}" for i in range(len(loaded))]
+    for name, a in zip(names, loaded):
+        add_lora(net, a.adapter.spec, adapter_dtype=torch.float32, adapter_name=name)
+        use_ema = flags.load_ema is not False
+        weights = {k: v.float() for k, v in a.adapter.inference_weights(use_ema).items()}
+        load_adapter_weights(net, weights, a.source, adapter_name=name)
+        set_lora_scale(net, a.scale, adapter_name=name)
+    activate_adapters(net, names)
+    if flags.merge:
+        merge_lora_(net)
+    desc = f"base DiT from {base_path} ({how}; {checked[0]}) + " + " + ".join(
+        f"LoRA {a.source} (rank {a.adapter.spec.rank}, alpha {a.adapter.spec.alpha}, scale {a.scale})" for a in loaded)
+    return LoadedNet(net.to(device).eval().requires_grad_(False), desc, loaded[0].adapter.spec)

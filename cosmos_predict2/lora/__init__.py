@@ -19,8 +19,8 @@ from cosmos_predict2.lora.files import (
 )
 from cosmos_predict2.lora.spec import DEFAULT_TARGET_MODULES, VALID_TARGETS, LoraConfigError, LoraSpec
 
-_PEFT_BACKED = ("add_lora", "has_lora", "load_adapter_weights", "lora_state_dict", "matching_modules", "merge_lora_",
-                "set_lora_scale")  # fmt: skip
+_PEFT_BACKED = ("activate_adapters", "add_lora", "has_lora", "load_adapter_weights", "lora_state_dict",
+                "matching_modules", "merge_lora_", "set_lora_scale")  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -39,8 +39,12 @@ class AdapterFile:
         state: dict = {NET + k: v.detach().cpu() for k, v in self.weights.items()}
         if self.ema is not None:
             state.update({NET_EMA + k: v.detach().cpu() for k, v in self.ema.items()})
-        state["lora_config"] = {"format": ADAPTER_FORMAT, "version": 1, **self.spec.to_dict(), "base": dict(self.base)}
+        state["lora_config"] = self.config()
         return state
+
+    def config(self) -> dict:
+        """The file's `lora_config`: format tag, the spec's fields and the base record."""
+        return {"format": ADAPTER_FORMAT, "version": 1, **self.spec.to_dict(), "base": dict(self.base)}
 
     @classmethod
     def from_state(cls, state: Mapping, source: str) -> AdapterFile:

@@ -128,6 +128,7 @@ def guided_x0_fn(
     uncond_emb_B_L_D: torch.Tensor | None,
     guidance: float,
     batched: bool = True,
+    branch_parallel=None,
 ) -> X0Fn:
     """Build the sampler's x0_fn from `denoise_fn(x_sigma_B, sigma_B, emb_kB_L_D) -> x0_hat_kB`.
 
@@ -136,6 +137,8 @@ def guided_x0_fn(
     batched=True asks for both branches in one call with k = 2 (one pass over the weights; the network can share
     its text-independent first layers between the branches); batched=False runs them one after the other (half
     the activation memory). With guidance 0 or no unconditional embedding only the conditional branch runs.
+    branch_parallel (parallel/guidance_parallel.GuidanceParallel): this process computes one branch and exchanges
+    it with the process computing the other.
     """
     def rows(emb_1_L_D: torch.Tensor, B: int) -> torch.Tensor:
         return emb_1_L_D.expand(B, -1, -1) if emb_1_L_D.shape[0] == 1 else emb_1_L_D
@@ -151,7 +154,10 @@ def guided_x0_fn(
     def x0_guided(x_B: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         B = x_B.shape[0]
         cond_emb, uncond_emb = rows(cond_emb_B_L_D, B), rows(uncond_emb_B_L_D, B)
-        if batched:
+        if branch_parallel is not None:
+            mine = denoise_fn(x_B, sigma.expand(B), (cond_emb, uncond_emb)[branch_parallel.branch])
+            x0_c, x0_u = branch_parallel.exchange(mine)
+        elif batched:
             x0_2B = denoise_fn(x_B, sigma.expand(B), torch.cat([cond_emb, uncond_emb]))
             x0_c, x0_u = x0_2B[:B], x0_2B[B:]
         else:

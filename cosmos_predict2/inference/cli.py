@@ -89,6 +89,9 @@ def build_parser(lora: bool) -> argparse.ArgumentParser:
     p.add_argument("--num_steps", type=int, default=DEFAULT_NUM_STEPS, help="sampling steps")
     p.add_argument("--save_path", default="output/generated_video.mp4")
     p.add_argument("--num_gpus", type=int, default=1, help="context parallel over this many GPUs (use torchrun)")
+    p.add_argument("--guidance_parallel", action="store_true",
+                   help="the two guidance branches on the two halves of the --num_gpus GPUs, each half context "
+                        "parallel (needs an even --num_gpus and guidance)")
     p.add_argument("--disable_guardrail", action="store_true",
                    help="skip the guardrail (cosmos-guardrail: prompt checks, video check and face blur)")
     p.add_argument("--offload_guardrail", action="store_true", help="keep the guardrail models on the CPU between uses")
@@ -281,6 +284,9 @@ def check_request(args: argparse.Namespace, lora: bool) -> Request:
         raise InferenceInputError(f"--num_steps must be at least 1, got {args.num_steps}")
     if args.natten:
         _check_natten(args)
+    if args.guidance_parallel and (args.num_gpus < 2 or args.num_gpus % 2 or args.guidance == 0):
+        raise InferenceInputError("--guidance_parallel needs an even --num_gpus (2, 4, 8) and a nonzero --guidance, "
+                                  f"got --num_gpus {args.num_gpus} --guidance {args.guidance}")
     size_hw = parse_size(args.size) if args.size else video_size_hw(args.resolution, args.aspect_ratio)
     num_frames = args.num_frames or default_num_frames(args.fps)
     check_num_frames(num_frames, args.num_conditional_frames)
@@ -354,9 +360,20 @@ def _load_net(args: argparse.Namespace, request: Request, device: torch.device, 
 
         apply_neighborhood_attention(loaded.net, natten_parameters_for(request.model_size))
         log("sparse attention: neighborhood attention in the NATTEN variant's self-attention layers")
-    if args.num_gpus > 1:
-        loaded.net = parallelize_net(loaded.net, fsdp_shard_size=1, context_parallel_size=args.num_gpus)
+    context_parallel_size = args.num_gpus // 2 if args.guidance_parallel else args.num_gpus
+    if context_parallel_size > 1:
+        loaded.net = parallelize_net(loaded.net, fsdp_shard_size=1, context_parallel_size=context_parallel_size)
     return loaded.net
+
+
+def _guidance_parallel(args: argparse.Namespace):
+    if not args.guidance_parallel:
+        return None
+    import torch.distributed as dist
+
+    from cosmos_predict2.parallel.guidance_parallel import guidance_parallel
+
+    return guidance_parallel(dist.get_world_size(), dist.get_rank())
 
 
 def build_pipeline(args: argparse.Namespace, request: Request, device: torch.device, log) -> Video2WorldPipeline:
@@ -372,7 +389,7 @@ def build_pipeline(args: argparse.Namespace, request: Request, device: torch.dev
         text_encoder=Deferred(lambda: T5TextEncoder(args.t5_path, dtype=t5_dtype, device=device,
                                                     offload_after_use=args.offload_text_encoder)),
         device=device, offload_tokenizer=args.offload_tokenizer, batched_guidance=not args.sequential_guidance,
-        keep_text_encoder=False, log=log,
+        keep_text_encoder=False, log=log, guidance_parallel=_guidance_parallel(args),
     )  # fmt: skip
 
 

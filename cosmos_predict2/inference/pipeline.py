@@ -70,6 +70,8 @@ class Video2WorldPipeline:
     batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory.
     share_guidance_input: in a batched guidance call, compute the network's text-independent first layers once
         for both branches (same result, ~1.6% less work at 720p); False runs the plain batch of 2.
+    guidance_parallel: this process computes one guidance branch and exchanges it with its partner process
+        (`parallel.guidance_parallel`).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Video2WorldPipeline:
         share_guidance_input: bool = True,
         keep_text_encoder: bool = True,
         log: Callable[[str], None] = print,
+        guidance_parallel=None,
     ) -> None:
         self._net, self._tokenizer, self.text_encoder = net, tokenizer, text_encoder
         if device is None and isinstance(net, Deferred):
@@ -92,6 +95,7 @@ class Video2WorldPipeline:
         self.batched_guidance = batched_guidance
         self.share_guidance_input = share_guidance_input
         self.keep_text_encoder = keep_text_encoder
+        self.guidance_parallel = guidance_parallel  # parallel/guidance_parallel.GuidanceParallel, or None
         self.log = log
         self._embedding_cache: dict[str, torch.Tensor] = {}
         if offload_tokenizer and not isinstance(tokenizer, Deferred):
@@ -261,7 +265,8 @@ class Video2WorldPipeline:
             x0_kB, _ = denoise(self.net, x_kB, sigma_kB.float(), condition, shared_input_repeats=repeats)
             return x0_kB
 
-        x0_fn = guided_x0_fn(denoise_fn, cond_emb_1_L_D, uncond_emb_1_L_D, guidance, batched=self.batched_guidance)
+        x0_fn = guided_x0_fn(denoise_fn, cond_emb_1_L_D, uncond_emb_1_L_D, guidance, batched=self.batched_guidance,
+                             branch_parallel=self.guidance_parallel)
         noise = sampler.initial_noise(shape, seed).to(self.device)
         samples = sampler.sample(x0_fn, noise)
         if timings is not None:

@@ -168,3 +168,28 @@ def test_compiled_flex_kernel_on_gpu_matches_the_definition():
         out = layer(*(t.bfloat16() for t in (q, k, v)), video_size=grid)
         expected = _dense_reference(q.cpu(), k.cpu(), v.cpu(), grid, window, stride, dilation)
         assert (out.double().cpu() - expected).abs().max() < 0.03, params
+
+
+def test_training_config_natten_builds_the_sparse_variant_and_records_it_as_part_of_the_base():
+    """model.config.natten=true trains LoRA on the sparse variant: the network's self-attention follows the released
+    table, the adapter's recorded base carries the table (inference rebuilds the same network from it), and the
+    runtime-only checkpointing settings are not part of the recorded base."""
+    from cosmos_predict2.configs.model_config import ModelConfigError
+    from cosmos_predict2.training.model import Video2WorldModel, model_config_dict
+
+    cfg = model_config_dict(model_size="2B", dit_path="", natten=True, train_architecture="lora",
+                            selective_checkpoint_budget_gib=8.0)
+    model = Video2WorldModel(cfg)
+    net = model._meta_net()  # meta device: nothing allocated
+    kinds = [isinstance(b.self_attn.attention_fn, NeighborhoodAttention) for b in net.blocks]
+    assert kinds == [p is not None for p in natten_parameters_for("2B")] and any(kinds)
+    assert net.selective_checkpoint_budget_gib == 8.0
+    recorded = model.base_info()["net_config"]
+    assert recorded["natten_parameters"] == natten_parameters_for("2B")
+    assert "selective_checkpoint_budget_gib" not in recorded and "activation_checkpointing" not in recorded
+    dense = Video2WorldModel(model_config_dict(model_size="2B", dit_path="", train_architecture="lora"))
+    assert "natten_parameters" not in dense.base_info()["net_config"]
+    with pytest.raises(ModelConfigError, match="model.config.natten=True: the NATTEN variants exist for"):
+        Video2WorldModel(model_config_dict(model_size="tiny", natten=True))
+    with pytest.raises(ModelConfigError, match="model.config.selective_checkpoint_budget_gib=-1"):
+        Video2WorldModel(model_config_dict(selective_checkpoint_budget_gib=-1.0))

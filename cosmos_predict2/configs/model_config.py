@@ -77,6 +77,9 @@ class Video2WorldModelConfig:
     loss_scale: float = 10.0
     precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
     activation_checkpointing: str = "selective"  # "none", "full", "selective"
+    # selective: keep the self-attention outputs of only as many blocks as fit this many GiB (None: every block)
+    selective_checkpoint_budget_gib: float | None = None
+    natten: bool = False  # the sparse-attention (NATTEN) variant: base = model-720p-*-natten.pt (docs/reference.md §13)
     fsdp_shard_size: int = 1  # ranks per FSDP shard group (reference: 8 for 2B, 32 for 14B)
     hash_base_checkpoint: bool = True  # record/verify sha256 of dit_path in LoRA checkpoints
 
@@ -183,6 +186,11 @@ def _check(cfg: Video2WorldModelConfig) -> None:
     check(cfg.random_init in RANDOM_INITS, "random_init", f"choose one of {RANDOM_INITS}")
     check(cfg.activation_checkpointing in ACTIVATION_CHECKPOINTING, "activation_checkpointing",
           f"choose one of {ACTIVATION_CHECKPOINTING}")  # fmt: skip
+    budget = cfg.selective_checkpoint_budget_gib
+    check(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget >= 0),
+          "selective_checkpoint_budget_gib", "must be a non-negative number of GiB (or null: keep every block's)")
+    check(not cfg.natten or cfg.model_size in ("2B", "14B"), "natten",
+          "the NATTEN variants exist for model_size 2B and 14B only")
     check(0 <= cfg.text_dropout_rate <= 1, "text_dropout_rate", "must lie in [0, 1]")
     check(0 <= cfg.high_sigma_ratio <= 1, "high_sigma_ratio", "must lie in [0, 1]")
     check(1 <= cfg.min_num_conditional_frames <= cfg.max_num_conditional_frames, "min_num_conditional_frames",

@@ -43,6 +43,8 @@ from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
 
+# Network kwargs that change how a step runs, not what the network computes: not part of the recorded base.
+RUNTIME_NET_KWARGS = ("activation_checkpointing", "selective_checkpoint_budget_gib")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -92,6 +94,11 @@ class Video2WorldModel(nn.Module):
     def net_kwargs(self) -> dict:
         kwargs = net_config(self.config.model_size, **dict(self.config.net))
         kwargs["activation_checkpointing"] = self.config.activation_checkpointing
+        kwargs["selective_checkpoint_budget_gib"] = self.config.selective_checkpoint_budget_gib
+        if self.config.natten:
+            from cosmos_predict2.networks.neighborhood import natten_parameters_for
+
+            kwargs["natten_parameters"] = natten_parameters_for(self.config.model_size)
         return kwargs
 
     def _meta_net(self) -> nn.Module:
@@ -188,7 +195,7 @@ class Video2WorldModel(nn.Module):
         if self._base_sha256 is None and is_file and c.hash_base_checkpoint:
             self._base_sha256 = cached_file_sha256(c.dit_path)
         info = {"model_size": c.model_size, "dit_path": c.dit_path, "sha256": self._base_sha256 or "",
-                "net_config": {k: v for k, v in self.net_kwargs().items() if k != "activation_checkpointing"}}
+                "net_config": {k: v for k, v in self.net_kwargs().items() if k not in RUNTIME_NET_KWARGS}}
         if c.dit_path:
             info["dit_path_abs"] = str(Path(c.dit_path).resolve())
         if is_file:

@@ -80,10 +80,10 @@ def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dic
 
 
 def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict,
-         rank: int = 16) -> tuple[float, float]:
+         rank: int = 16, **config: object) -> tuple[float, float]:
     cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=rank, lora_alpha=rank,
                             lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
-                            tokenizer_type="tiny_random", hash_base_checkpoint=False)  # fmt: skip
+                            tokenizer_type="tiny_random", hash_base_checkpoint=False, **config)  # fmt: skip
     model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
     model.setup(device, seed=0)
     model.init_ema()
@@ -167,8 +167,10 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
     else:
         set_attention_backend(row["backend"])
         impl = f"ours r{args.lora_rank} ckpt={row['ckpt']} attn={attention_backend_for(device, net_dtype)}"
+        budget = args.selective_budget_gib if row["ckpt"] == "selective" else None
+        impl += f" keep<={budget:g}GiB" if budget is not None else ""
         measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
-                                   details, args.lora_rank)
+                                   details, args.lora_rank, selective_checkpoint_budget_gib=budget)
     try:
         sec, peak = measure_row()
     except torch.OutOfMemoryError:
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resolutions", default="480p,720p")
     ap.add_argument("--checkpointing", default="selective,full")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--selective_budget_gib", type=float, default=None,
+                    help="selective checkpointing keeps self-attention outputs of only this many GiB of blocks")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--attn_backends", default="best",
@@ -236,12 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
     print(f"\n{details}")
-    print(f"{'res':<6} {'implementation':<40} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
+    print(f"{'res':<6} {'implementation':<52} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
     for r in rows:
         sec = f"{r['s_per_step']:.3f}" if r["s_per_step"] is not None else "-"
         peak = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f}"
         reserved = f"{r['peak_reserved_gib']:.1f}" if r.get("peak_reserved_gib") else "-"
-        print(f"{r['resolution']:<6} {r['impl']:<40} {sec:>9} {peak:>9} {reserved:>9}")
+        print(f"{r['resolution']:<6} {r['impl']:<52} {sec:>9} {peak:>9} {reserved:>9}")
 
 
 if __name__ == "__main__":

@@ -125,3 +125,54 @@ def test_merging_adapters_gives_the_same_function_without_lora_layers():
     assert not any(".lora_" in k or "base_layer" in k for k in net.state_dict())
     assert sorted(net.state_dict()) == sorted(build_net("tiny", **TINY).state_dict())
     torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)  # fp32: folding only reorders the sums
+
+
+def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0):
+    net = randomize_(build_net("tiny", **TINY), seed=3).to(torch.bfloat16)
+    torch.manual_seed(0)
+    add_lora(net, LoraSpec(4, 4, DEFAULT_TARGET_MODULES, dropout=dropout), adapter_dtype=torch.float32,
+             keep_input_dtype=keep_input_dtype)
+    with torch.no_grad():  # lora_B = 0 at init would hide the down projections' gradient path through x
+        for name, p in net.named_parameters():
+            if ".lora_B." in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    return net
+
+
+def _loss_grads_and_saved_bytes(net):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 16, 3, 8, 8, generator=g).to(torch.bfloat16)
+    t, ctx = torch.rand(1, 3, generator=g).to(torch.bfloat16), torch.randn(1, 7, 32, generator=g).to(torch.bfloat16)
+    saved = {}  # storage pointer -> bytes: a tensor kept by several nodes counts once, as in memory
+
+    def pack(tensor):
+        if not isinstance(tensor, torch.nn.Parameter):
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = net(x, t, ctx).float().square().mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, sum(saved.values())
+
+
+def test_down_projections_keep_their_bf16_input_same_numbers_fewer_bytes():
+    """The LoRA down projection keeps the bf16 input for its backward, not PEFT's fp32 copy: the loss and every
+    adapter gradient are identical, and the activations autograd keeps shrink by the fp32 copies' bytes."""
+    ours, peft_default = _bf16_lora_net(True), _bf16_lora_net(False)
+    assert ours.state_dict().keys() == peft_default.state_dict().keys()  # same parameters, same keys
+    loss, grads, saved = _loss_grads_and_saved_bytes(ours)
+    ref_loss, ref_grads, ref_saved = _loss_grads_and_saved_bytes(peft_default)
+    assert torch.equal(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 0
+    for name in grads:  # bitwise: a bf16 -> fp32 cast is exact and the matrix products are the same
+        assert torch.equal(grads[name], ref_grads[name]), name
+    # tiny block: dim 64, MLP 256, 8x8 patches of 2 -> 3x4x4 = 48 tokens; the fp32 copies of the adapted inputs
+    # (self q/k/v share one, plus self/cross output_proj, cross q, mlp layer1 (64 wide) and layer2 (256 wide))
+    # were 4 bytes per element; ours keep the bf16 originals (2 bytes) that other nodes mostly keep anyway
+    assert saved < ref_saved * 0.8, (saved, ref_saved)
+    lora_A = ours.blocks[0].mlp.layer2.lora_A["default"]
+    assert type(lora_A).__name__ == "LoraDown" and lora_A.weight.dtype == torch.float32
+    with_dropout = _bf16_lora_net(True, dropout=0.1)  # dropout acts on the input: PEFT's fp32 path is kept
+    assert type(with_dropout.blocks[0].mlp.layer2.lora_A["default"]) is torch.nn.Linear

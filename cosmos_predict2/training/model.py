@@ -2,8 +2,9 @@
 the training step of docs/reference.md §2.
 
 Precision policy:
-  - LoRA: the frozen base in `precision` (bf16 on GPU), adapters fp32, no autocast (PEFT casts the adapter
-    input to the adapter dtype and adds the result back in the base dtype).
+  - LoRA: the frozen base in `precision` (bf16 on GPU), adapters fp32, no autocast (the adapter input is cast to
+    fp32 inside the down projection, which keeps the bf16 input for its backward: lora/adapters.py `LoraDown`;
+    the result is added back in the base dtype).
   - full fine-tuning: the network is kept in fp32 (these are the optimizer's master weights) and the forward
     runs under `precision` autocast, so matmuls and attention run in bf16 as in the reference.
   - the loss, sigma, noise and preconditioning are fp32 (cosmos_predict2.diffusion.rectified_flow).

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       num_steps=num_steps, guidance=args.guidance, batched_guidance=not args.sequential_guidance,
                       shared_first_layers=not args.no_shared_first_layers,
                       attention=attention_backend_for(device, next(net.parameters()).dtype)
-                      + (" + neighborhood (dense groups / dense tiles / FlexAttention)" if args.natten else ""),
+                      + (" + neighborhood (FlexAttention / dense groups)" if args.natten else ""),
                       device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       torch=torch.__version__, reference_seconds=REFERENCE_S.get((model, name, args.natten)),
                       scope="whole generation except the T5 pass (precomputed embeddings)")

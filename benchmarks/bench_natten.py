@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             seconds = timed(lambda layer=layer: layer(q, k, v, video_size=GRID_720P), 2, 5, dev)[0]
         kinds[key] = {"params": params, "window": window, "stride": stride, "dilation": dilation,
-                      "kernel": neighborhood_kernel(GRID_720P, window, stride, dilation), "seconds": seconds,
+                      "kernel": neighborhood_kernel(GRID_720P, window, dilation), "seconds": seconds,
                       "speedup_vs_dense": dense_s / seconds,
                       "layers": sum(1 for t in table if repr(t) == key)}
     sparse_total = sum(kinds[repr(t)]["seconds"] if t is not None else dense_s for t in table)

@@ -468,8 +468,7 @@ def _report_benchmark(timings: GenerationTimings, num_steps: int, device: torch.
         f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {num_steps} "
         f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
         f"{attention_backend_for(device, dtype)}"
-        + (" + neighborhood attention (dilation groups and stride tiles through the same kernel, FlexAttention "
-           "for other windows)" if natten else ""))
+        + (" (dense layers and dense groups) + FlexAttention (neighborhood layers)" if natten else ""))
 
 
 def run(lora: bool = False, argv: Sequence[str] | None = None) -> int:

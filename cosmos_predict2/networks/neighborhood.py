@@ -20,11 +20,6 @@ version), so it installs neither on CPU machines nor without a toolchain. Kernel
 - "dense-groups": when every extent divides by its dilation and the window covers each dilation group entirely
   (the released models' "sparse global" layers), the groups are folded into the batch and the dense kernel runs
   (FlashAttention-4 / cuDNN, networks/attention.py) - exact, and as fast as dense attention on 1/G of the tokens;
-- "dense-tiles": when, within each dilation group, every dimension is either covered by the window or split evenly
-  by the stride (the released models' local layers: stride (1, 4, 8)), the queries of one stride tile share one
-  window, so each tile (over all dimensions) is a dense attention of its queries over the keys of its window: the
-  keys are gathered per tile and the dense kernel runs on [tiles, queries, ...] - exact, at the dense kernel's
-  throughput on the sparse FLOPs, for the bytes of the gathered keys (bounded per call, see _TILE_GATHER_BYTES);
 - "flex": otherwise PyTorch's FlexAttention with a block-sparse mask built from the three 1-D masks, on the
   dilation groups folded into the batch and the tokens reordered into (t, h, w) tiles so that neighbours share
   blocks (compiled on CUDA; eager, unfused, on CPU; on CPU with gradients, where FlexAttention has no backward,
@@ -63,7 +58,6 @@ NATTEN_PARAMETERS: dict[str, list[dict | None]] = {
     + [_L20, _L28, _L20, _L28, None, _L28, _L20, _L20, _L28, _L28, _L20, _L28, _L20],
 }
 _TILE_TOKENS = 128  # FlexAttention's default block size: one tile of the grid per block
-_TILE_GATHER_BYTES = 2 * 2**30  # "dense-tiles": gathered keys (and as much for values) per kernel call
 
 
 def _triple(value: int | Sequence[int]) -> Triple:
@@ -225,63 +219,11 @@ def _flex_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilat
     return out.transpose(1, 2)[:, torch.argsort(order)]
 
 
-def neighborhood_kernel(grid: Triple, window: Triple, stride: Triple, dilation: Triple) -> str:
-    """Which kernel `NeighborhoodAttention` runs for this grid: "dense-groups", "dense-tiles" or "flex" (module
-    docstring)."""
-    if not all(n % d == 0 for n, d in zip(grid, dilation)):
-        return "flex"
-    group_grid = [n // d for n, d in zip(grid, dilation)]
-    covered = [w >= n for n, w in zip(group_grid, window)]
-    if all(covered):
-        return "dense-groups"
-    tiled = [c or (s > 1 and n % s == 0) for c, n, s in zip(covered, group_grid, stride)]
-    return "dense-tiles" if all(tiled) else "flex"
-
-
-def _tile_key_index(n: int, window: int, stride: int, device) -> torch.Tensor:
-    """[tiles, keys] along one dimension of a dilation group: the key positions of each stride tile's window (one
-    tile of all n positions when the window covers the dimension)."""
-    if window >= n:
-        return torch.arange(n, device=device)[None]
-    leader = torch.clamp(torch.arange(n // stride, device=device) * stride + stride // 2, max=n - 1)
-    left, right = window // 2, window - window // 2 - 1
-    start = torch.clamp(leader, min=left, max=n - 1 - right) - left
-    return start[:, None] + torch.arange(window, device=device)[None]
-
-
-def _dense_tiles(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid: Triple, window: Triple, stride: Triple) -> torch.Tensor:
-    """Exact neighborhood attention on one dilation group's grid as dense attention per stride tile ("dense-tiles"):
-    queries [B, tiles, tile queries], keys gathered [B, tiles, window keys]. Chunked over tiles of the last
-    dimension but one so the gathered keys stay under _TILE_GATHER_BYTES."""
-    B, _, heads, D = q_B_L_H_D.shape
-    index = [_tile_key_index(n, w, s, q_B_L_H_D.device) for n, w, s in zip(grid, window, stride)]
-    n_tiles = [ix.shape[0] for ix in index]
-    q_tile = [n // t for n, t in zip(grid, n_tiles)]
-    # [B, tT, qT, tH, qH, tW, qW, h, D] -> [B, tT, tH, tW, qT*qH*qW, h, D]
-    q = q_B_L_H_D.reshape(B, n_tiles[0], q_tile[0], n_tiles[1], q_tile[1], n_tiles[2], q_tile[2], heads, D)
-    q = q.permute(0, 1, 3, 5, 2, 4, 6, 7, 8).reshape(B, *n_tiles, math.prod(q_tile), heads, D)
-    keys = math.prod(ix.shape[1] for ix in index)
-    per_h_tile = B * n_tiles[0] * n_tiles[2] * keys * heads * D * q_B_L_H_D.element_size()
-    chunk = max(1, min(n_tiles[1], _TILE_GATHER_BYTES // max(per_h_tile, 1)))
-    outs = []
-    for h0 in range(0, n_tiles[1], chunk):
-        h_index = index[1][h0:h0 + chunk]
-        kv = [_gather_tile_keys(t, grid, (index[0], h_index, index[2])) for t in (k_B_L_H_D, v_B_L_H_D)]
-        q_chunk = q[:, :, h0:h0 + chunk].reshape(-1, math.prod(q_tile), heads, D)
-        outs.append(attention(q_chunk, *kv).reshape(B, n_tiles[0], h_index.shape[0], n_tiles[2], -1, heads, D))
-    out = torch.cat(outs, dim=2).reshape(B, n_tiles[0], n_tiles[1], n_tiles[2], *q_tile, heads, D)
-    return out.permute(0, 1, 4, 2, 5, 3, 6, 7, 8).reshape(B, math.prod(grid), heads, D)
-
-
-def _gather_tile_keys(x_B_L_H_D: torch.Tensor, grid: Triple, index: tuple) -> torch.Tensor:
-    """[B, T*H*W, h, D] -> [B*tiles, window keys, h, D] for the tiles of `index` (per-dimension [tiles, keys])."""
-    B, _, heads, D = x_B_L_H_D.shape
-    x = x_B_L_H_D.reshape(B, *grid, heads, D)
-    x = x[:, index[0]]  # B, tT, kT, H, W, h, D
-    x = x[:, :, :, index[1]]  # B, tT, kT, tH, kH, W, h, D
-    x = x[:, :, :, :, :, index[2]]  # B, tT, kT, tH, kH, tW, kW, h, D
-    x = x.permute(0, 1, 3, 5, 2, 4, 6, 7, 8)
-    return x.reshape(-1, math.prod(ix.shape[1] for ix in index), heads, D)
+def neighborhood_kernel(grid: Triple, window: Triple, dilation: Triple) -> str:
+    """Which kernel `NeighborhoodAttention` runs for this grid: "dense-groups" or "flex" (module docstring)."""
+    divisible = all(n % d == 0 for n, d in zip(grid, dilation))
+    covers = divisible and all(w == n // d for n, w, d in zip(grid, window, dilation))
+    return "dense-groups" if covers else "flex"
 
 
 class NeighborhoodAttention:
@@ -307,11 +249,8 @@ class NeighborhoodAttention:
         B = q_B_L_H_D.shape[0]
         q, k, v = (_fold_dilation(t, grid, dilation) for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
         group_grid = tuple(n // d for n, d in zip(grid, dilation))
-        kernel = neighborhood_kernel(grid, window, stride, dilation)
-        if kernel == "dense-groups":
+        if neighborhood_kernel(grid, window, dilation) == "dense-groups":
             out = attention(q, k, v)
-        elif kernel == "dense-tiles":
-            out = _dense_tiles(q, k, v, group_grid, window, stride)
         else:
             out = _flex_attention(q, k, v, group_grid, window, stride, (1, 1, 1))
         return _unfold_dilation(out, B, grid, dilation)

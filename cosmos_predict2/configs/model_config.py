@@ -19,6 +19,15 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 TOKENIZER_TYPES = ("wan2.1", "tiny_random")
 RANDOM_INITS = ("random", "scratch")
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+# docs/memory.md: where the checkpointed activations and the frozen base weights live during a step.
+# memory mode -> (activations offloaded to host memory, frozen block weights streamed from host memory)
+MEMORY_MODES = {
+    "default": (False, False),
+    "offload_activations": (True, False),
+    "stream_weights": (False, True),
+    "low": (True, True),
+}
+AUTO_MEMORY_MODE = "auto"  # the memory planner (training/memory_plan.py) picks the fastest mode that fits
 
 DEFAULT_DIT_PATHS = {
     "2B": "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/model-720p-16fps.pt",
@@ -77,12 +86,21 @@ class Video2WorldModelConfig:
     loss_scale: float = 10.0
     precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
     activation_checkpointing: str = "selective"  # "none", "full", "selective"
+    memory_mode: str = "default"  # "default", "offload_activations", "stream_weights", "low" (both), "auto"
     fsdp_shard_size: int = 1  # ranks per FSDP shard group (reference: 8 for 2B, 32 for 14B)
     hash_base_checkpoint: bool = True  # record/verify sha256 of dit_path in LoRA checkpoints
 
     @property
     def is_lora(self) -> bool:
         return self.train_architecture == "lora"
+
+    @property
+    def offloads_activations(self) -> bool:
+        return MEMORY_MODES.get(self.memory_mode, (False, False))[0]
+
+    @property
+    def streams_weights(self) -> bool:
+        return MEMORY_MODES.get(self.memory_mode, (False, False))[1]
 
     def lora_spec(self) -> LoraSpec:
         return LoraSpec.from_model_config(self)
@@ -183,6 +201,14 @@ def _check(cfg: Video2WorldModelConfig) -> None:
     check(cfg.random_init in RANDOM_INITS, "random_init", f"choose one of {RANDOM_INITS}")
     check(cfg.activation_checkpointing in ACTIVATION_CHECKPOINTING, "activation_checkpointing",
           f"choose one of {ACTIVATION_CHECKPOINTING}")  # fmt: skip
+    check(cfg.memory_mode in (*MEMORY_MODES, AUTO_MEMORY_MODE), "memory_mode",
+          f"choose one of {(*MEMORY_MODES, AUTO_MEMORY_MODE)}")  # fmt: skip
+    check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.activation_checkpointing != "none", "memory_mode",
+          "offloading and weight streaming work on checkpointed blocks: set model.config.activation_checkpointing "
+          "to 'full' or 'selective'")  # fmt: skip
+    check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.is_lora or cfg.memory_mode == "offload_activations",
+          "memory_mode", "weight streaming keeps frozen base weights in host memory: it needs "
+          "model.config.train_architecture=lora")  # fmt: skip
     check(0 <= cfg.text_dropout_rate <= 1, "text_dropout_rate", "must lie in [0, 1]")
     check(0 <= cfg.high_sigma_ratio <= 1, "high_sigma_ratio", "must lie in [0, 1]")
     check(1 <= cfg.min_num_conditional_frames <= cfg.max_num_conditional_frames, "min_num_conditional_frames",
@@ -195,8 +221,10 @@ def _check(cfg: Video2WorldModelConfig) -> None:
 
 
 __all__ = [
+    "AUTO_MEMORY_MODE",
     "DEFAULT_DIT_PATHS",
     "EMAConfig",
+    "MEMORY_MODES",
     "ModelConfigError",
     "PipeConfig",
     "Video2WorldModelConfig",

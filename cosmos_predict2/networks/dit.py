@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from cosmos_predict2.networks.attention import FA4_ATTENTION_OP, attention
 from cosmos_predict2.networks.fused import maybe_fused
 from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
+from cosmos_predict2.networks.offload import ActivationOffload
 
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 
@@ -407,6 +408,7 @@ class MiniTrainDIT(nn.Module):
         activation_checkpointing: str = "none",
         rope_angles_dtype: str = "float32",
         selective_checkpoint_budget_gib: float | None = None,
+        activation_offload: bool = False,
         natten_parameters: list[Mapping | None] | None = None,
         **unsupported,
     ) -> None:
@@ -431,6 +433,9 @@ class MiniTrainDIT(nn.Module):
             raise ValueError(f"model_channels={model_channels} is not divisible by num_heads={num_heads}")
         if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
+        if activation_offload and activation_checkpointing == "none":
+            raise ValueError("activation_offload keeps the checkpointed block inputs in host memory: it needs "
+                             "activation_checkpointing 'full' or 'selective'")
 
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -441,6 +446,8 @@ class MiniTrainDIT(nn.Module):
         self.activation_checkpointing = activation_checkpointing
         # Selective checkpointing keeps the self-attention outputs of as many blocks as fit this budget (None: all).
         self.selective_checkpoint_budget_gib = selective_checkpoint_budget_gib
+        # Activation offload (networks/offload.py): the checkpointed block inputs wait in host memory.
+        self.activation_offload = ActivationOffload() if activation_offload else None
 
         embed_in_channels = in_channels + (1 if concat_padding_mask else 0)
         self.x_embedder = PatchEmbed(embed_in_channels, model_channels, patch_spatial, patch_temporal)
@@ -504,7 +511,10 @@ class MiniTrainDIT(nn.Module):
             return block(*args, **kwargs)
         if self.activation_checkpointing == "selective" and index < self._blocks_keeping_attention(args[0]):
             kwargs["context_fn"] = selective_checkpoint_context
-        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        if self.activation_offload is None:
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        with self.activation_offload.block():
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
 
     # --- forward -------------------------------------------------------------------------------------------
 

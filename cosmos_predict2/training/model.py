@@ -44,6 +44,8 @@ from cosmos_predict2.training.ema import PowerEMA
 log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Network keywords that say how this run computes, not what the network is: not recorded as the adapter's base.
+RUNTIME_NET_KEYS = ("activation_checkpointing", "activation_offload")
 
 
 class ModelFileError(CheckpointError):
@@ -92,6 +94,7 @@ class Video2WorldModel(nn.Module):
     def net_kwargs(self) -> dict:
         kwargs = net_config(self.config.model_size, **dict(self.config.net))
         kwargs["activation_checkpointing"] = self.config.activation_checkpointing
+        kwargs["activation_offload"] = self.config.offloads_activations
         return kwargs
 
     def _meta_net(self) -> nn.Module:
@@ -188,7 +191,7 @@ class Video2WorldModel(nn.Module):
         if self._base_sha256 is None and is_file and c.hash_base_checkpoint:
             self._base_sha256 = cached_file_sha256(c.dit_path)
         info = {"model_size": c.model_size, "dit_path": c.dit_path, "sha256": self._base_sha256 or "",
-                "net_config": {k: v for k, v in self.net_kwargs().items() if k != "activation_checkpointing"}}
+                "net_config": {k: v for k, v in self.net_kwargs().items() if k not in RUNTIME_NET_KEYS}}
         if c.dit_path:
             info["dit_path_abs"] = str(Path(c.dit_path).resolve())
         if is_file:

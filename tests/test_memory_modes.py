@@ -101,3 +101,81 @@ def test_activation_offload_same_loss_and_gradients(ckpt, lora):
 def test_activation_offload_needs_checkpointing():
     with pytest.raises(ValueError, match="activation_checkpointing"):
         build_net("tiny", activation_offload=True)
+
+
+# --- frozen-weight streaming -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ckpt", ["full", "selective"])
+def test_weight_streaming_same_loss_and_gradients(ckpt):
+    from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+    reference_net = _tiny_net(True, activation_checkpointing=ckpt, num_blocks=4)
+    reference = [_loss_and_grads(reference_net) for _ in range(2)]  # the second step accumulates gradients
+    net = _tiny_net(True, activation_checkpointing=ckpt, num_blocks=4)
+    streamer = apply_weight_streaming(net, "cpu", ahead=1)
+    streamed_names = {n for n, p in net.named_parameters() if not p.requires_grad and n.startswith("blocks.")}
+    assert streamed_names and not any("lora_" in n for n in streamed_names)
+    assert all(any(n.endswith(k) for n in streamed_names) for k in ("q_proj.base_layer.weight", "q_norm.weight"))
+    assert all(streamer.is_offloaded(i) for i in range(4))
+    streamer.trace = []
+    for step in range(2):
+        _assert_same(reference[step], _loss_and_grads(net))
+    one_step = [("load", 0), ("load", 1), ("drop", 0), ("load", 2), ("drop", 1), ("load", 3), ("drop", 2),  # fwd
+                ("load", 2), ("drop", 3), ("load", 1), ("drop", 2), ("load", 0), ("drop", 1)]  # bwd recompute
+    # the second step starts where the first's backward ended: block 0 is still resident
+    assert streamer.trace == one_step + one_step[1:], streamer.trace
+    assert [streamer.is_offloaded(i) for i in range(4)] == [False, True, True, True]
+
+
+def test_weight_streaming_forward_leaves_blocks_offloaded():
+    from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+    net = _tiny_net(True, activation_checkpointing="full", num_blocks=4)
+    with torch.no_grad():
+        expected = net(*_inputs())
+    streamer = apply_weight_streaming(net, "cpu", ahead=2)
+    streamer.trace = []
+    resident = []
+    for block in net.blocks:  # how many blocks hold device copies while each block runs
+        block.register_forward_hook(lambda *_: resident.append(sum(not streamer.is_offloaded(i) for i in range(4))))
+    with torch.no_grad():
+        out = net(*_inputs())
+    assert torch.equal(out, expected)
+    assert max(resident) <= 3  # the running block + ahead=2
+    assert [streamer.is_offloaded(i) for i in range(4)] == [True, True, True, False]
+    with pytest.raises(ValueError, match="already"):
+        apply_weight_streaming(net, "cpu")
+
+
+# --- the training model --------------------------------------------------------------------------------------
+
+
+def _model(memory_mode: str, ckpt: str = "full") -> Video2WorldModel:
+    cfg = model_config_dict(model_size="tiny", dit_path="", train_architecture="lora", lora_rank=4, lora_alpha=4,
+                            precision="fp32", tokenizer_type="tiny_random", activation_checkpointing=ckpt,
+                            memory_mode=memory_mode, hash_base_checkpoint=False)  # fmt: skip
+    model = Video2WorldModel(cfg)
+    model.setup("cpu", seed=3)
+    return model
+
+
+def _training_step(model: Video2WorldModel) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    batch = {"latents": torch.randn(1, 16, 3, 8, 8, generator=g), "t5_text_embeddings": torch.randn(1, 512, 32,
+                                                                                                 generator=g)}
+    for name, p in model.net.named_parameters():  # PEFT's zero lora_B would make most adapter gradients zero
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    loss, _ = model.training_step(batch, iteration=0)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.net.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("mode", ["offload_activations", "stream_weights", "low"])
+def test_training_step_memory_modes_equal_default(mode):
+    reference = _training_step(_model("default"))
+    model = _model(mode)
+    assert (model.net.activation_offload is not None) == (mode != "stream_weights")
+    assert (getattr(model.net, "weight_streamer", None) is not None) == (mode != "offload_activations")
+    _assert_same(reference, _training_step(model))

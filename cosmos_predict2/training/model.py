@@ -22,6 +22,7 @@ from torch import nn
 from cosmos_predict2.configs.model_config import (
     DEFAULT_DIT_PATHS,
     EMAConfig,
+    ModelConfigError,
     PipeConfig,
     Video2WorldModelConfig,
     model_config_dict,
@@ -141,15 +142,27 @@ class Video2WorldModel(nn.Module):
         report = self.parameter_report()  # fail fast, before reading weights or touching the GPU
         for line in report[:-1]:
             log.info(line)
-        net = self._load_base(self._meta_net())
+        stream = self.config.streams_weights
+        if stream and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            raise ModelConfigError(f"model.config.memory_mode={self.config.memory_mode!r} streams weights from "
+                                   "host memory, which FSDP cannot shard: use it with one process")  # fmt: skip
+        # Streaming: a checkpoint is read into host memory, where the frozen block weights stay (docs/memory.md).
+        net = self._load_base(self._meta_net(), device=torch.device("cpu") if stream else self.device)
         net.requires_grad_(True)
         if self.is_lora:
             torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
             add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
+        if stream:
+            from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+            apply_weight_streaming(net, self.device)
         self.net = net
         log.info(report[-1])
+        if self.config.memory_mode != "default":
+            log.info(f"Memory mode {self.config.memory_mode}: activations offloaded "
+                     f"{self.config.offloads_activations}, frozen block weights streamed {stream}")  # fmt: skip
 
-    def _load_base(self, net: nn.Module) -> nn.Module:
+    def _load_base(self, net: nn.Module, device: torch.device) -> nn.Module:
         """Base weights from dit_path (assigned into the meta network: one copy), or a seeded initialisation."""
         c = self.config
         # LoRA: the frozen base lives in the compute dtype. Full: fp32 master weights, compute under autocast.
@@ -161,7 +174,7 @@ class Video2WorldModel(nn.Module):
                     "(see the setup guide) or pass model.config.dit_path=<file> ('' trains from random weights)"
                 )
             log.info(f"Loading base weights from {c.dit_path}")
-            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(self.device)
+            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(device)
         from cosmos_predict2.networks.weights import initialize_weights, randomize_
 
         log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {self.seed})")
@@ -171,7 +184,7 @@ class Video2WorldModel(nn.Module):
         else:
             net = net.to_empty(device="cpu")
             (randomize_ if c.random_init == "random" else initialize_weights)(net, self.seed)
-        return net.to(base_dtype).to(self.device)
+        return net.to(base_dtype).to(device)
 
     def init_ema(self) -> None:
         """Create the EMA of the trainable weights. Called after parallelisation, so the shadows have the same

@@ -179,3 +179,62 @@ def test_training_step_memory_modes_equal_default(mode):
     assert (model.net.activation_offload is not None) == (mode != "stream_weights")
     assert (getattr(model.net, "weight_streamer", None) is not None) == (mode != "offload_activations")
     _assert_same(reference, _training_step(model))
+
+
+# --- the memory planner ----------------------------------------------------------------------------------------
+
+LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
+
+
+def _counts(size: str, rank: int):
+    from cosmos_predict2.training.memory_plan import NetCounts
+
+    model = Video2WorldModel(model_config_dict(model_size=size, dit_path="", train_architecture="lora",
+                                               lora_rank=rank, lora_alpha=rank, lora_target_modules=LORA_TARGETS))
+    return NetCounts.of(model.meta_net_with_adapters())  # the meta device: 14B is never allocated
+
+
+def test_planner_predicts_the_measured_rows_within_10_percent():
+    from cosmos_predict2.training.memory_plan import MEASURED, predict_peak_gib, predict_seconds
+
+    counts = {size: _counts(size, rank) for size, rank in {(r[0], r[1]) for r in MEASURED}}
+    for size, _rank, latent, ckpt, kept, seconds, peak in MEASURED:
+        predicted = predict_peak_gib(counts[size], latent, ckpt, "default", kept_per_block=kept)
+        assert abs(predicted / peak - 1) < 0.10, (size, latent, ckpt, predicted, peak)
+        predicted_s = predict_seconds(counts[size], latent, ckpt, "default")
+        assert abs(predicted_s / seconds - 1) < 0.10, (size, latent, ckpt, predicted_s, seconds)
+
+
+def test_planner_orders_the_modes():
+    from cosmos_predict2.training.memory_plan import LATENT_720P, choose, plan
+
+    rows = plan(_counts("14B", 32), LATENT_720P)
+    peak = {(p.memory_mode, p.checkpointing): p.peak_gib for p in rows}
+    assert peak[("low", "full")] < peak[("offload_activations", "full")] < peak[("default", "full")]
+    assert peak[("low", "full")] < peak[("stream_weights", "full")] < peak[("default", "full")]
+    assert choose(rows, 1.0) is None
+    big = choose(rows, 10_000.0)  # everything fits: the default mode wins ties with the copy-hiding modes
+    assert (big.memory_mode, big.checkpointing) == ("default", "selective")
+
+
+def test_dryrun_names_a_mode_and_auto_picks_it(capsys):
+    import re
+
+    from cosmos_predict2.configs.compose import compose_config
+    from cosmos_predict2.configs.lazy import instantiate
+    from cosmos_predict2.training.memory_plan import latent_shape_of
+    from scripts.train import main
+
+    experiment = ["experiment=predict2_video2world_lora_training_2b_cosmos_nemo_assets"]
+    config = "cosmos_predict2/configs/base/config.py"
+    assert main([f"--config={config}", "--dryrun", "--gpu_memory_gib", "24", "--", *experiment]) == 0
+    out = capsys.readouterr().out
+    named = re.search(r"Fastest mode that fits: model.config.memory_mode=(\w+) "
+                      r"model.config.activation_checkpointing=(\w+)", out)  # fmt: skip
+    assert named, out[-2000:]
+    assert named.groups() == ("low", "full")  # 2B 720p: only low memory with full checkpointing fits 24 GiB
+
+    cfg = compose_config(config, [*experiment, "model.config.memory_mode=auto"])
+    model = instantiate(cfg.model)
+    model.resolve_memory_mode(latent_shape_of(cfg), gpu_memory_gib=24)
+    assert (model.config.memory_mode, model.config.activation_checkpointing) == named.groups()

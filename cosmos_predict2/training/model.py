@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cosmos_predict2.configs.model_config import (
+    AUTO_MEMORY_MODE,
     DEFAULT_DIT_PATHS,
     EMAConfig,
     ModelConfigError,
@@ -101,12 +102,17 @@ class Video2WorldModel(nn.Module):
     def _meta_net(self) -> nn.Module:
         return build_net(self.net_kwargs(), device="meta", dtype=torch.float32)
 
-    def check_trainable(self) -> tuple[int, int]:
-        """Build on the meta device, apply LoRA/freezing, and return (total, trainable) parameter counts.
-        Raises LoraConfigError for targets that match nothing or an empty trainable set; allocates nothing."""
+    def meta_net_with_adapters(self) -> nn.Module:
+        """The network with its LoRA adapters (and freezing) on the meta device: allocates nothing."""
         net = self._meta_net()
         if self.is_lora:
             add_lora(net, self.lora_spec)
+        return net
+
+    def check_trainable(self) -> tuple[int, int]:
+        """Build on the meta device, apply LoRA/freezing, and return (total, trainable) parameter counts.
+        Raises LoraConfigError for targets that match nothing or an empty trainable set; allocates nothing."""
+        net = self.meta_net_with_adapters()
         total, trainable = count_parameters(net), count_parameters(net, trainable_only=True)
         if trainable == 0:
             raise LoraConfigError(f"no trainable parameter with model.config.train_architecture="
@@ -136,12 +142,44 @@ class Video2WorldModel(nn.Module):
                      f"Trainable parameters: {trainable:,}")  # fmt: skip
         return lines
 
-    def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0) -> None:
+    def memory_plan(self, latent_T_H_W: tuple[int, int, int], gpu_memory_gib: float | None):
+        """(every memory mode's predicted peak and step time, fastest first; the fastest that fits or None)."""
+        from cosmos_predict2.training import memory_plan
+
+        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W)
+        return rows, (memory_plan.choose(rows, gpu_memory_gib) if gpu_memory_gib is not None else None)
+
+    def resolve_memory_mode(self, latent_T_H_W: tuple[int, int, int] | None, gpu_memory_gib: float | None) -> None:
+        """memory_mode=auto: the fastest memory mode and checkpointing that the planner says fit (what `--dryrun`
+        names); the default mode without a GPU or a latent shape to plan for, the smallest plan if none fits."""
+        if self.config.memory_mode != AUTO_MEMORY_MODE:
+            return
+        chosen = None
+        if latent_T_H_W is not None and gpu_memory_gib is not None and self.is_lora:
+            rows, chosen = self.memory_plan(latent_T_H_W, gpu_memory_gib)
+            if chosen is None:
+                chosen = min(rows, key=lambda p: p.peak_gib)
+                log.warning(f"memory_mode=auto: no mode is predicted to fit {gpu_memory_gib:.0f} GiB; trying the "
+                            f"smallest ({chosen.peak_gib:.1f} GiB predicted)")  # fmt: skip
+        if chosen is None:
+            self.config.memory_mode = "default"
+        else:
+            self.config.memory_mode, self.config.activation_checkpointing = chosen.memory_mode, chosen.checkpointing
+        log.info(f"memory_mode=auto -> memory_mode={self.config.memory_mode}, "
+                 f"activation_checkpointing={self.config.activation_checkpointing}")  # fmt: skip
+
+    def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0,
+              latent_shape_T_H_W: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+        """latent_shape_T_H_W: the training latents' size, for memory_mode=auto (training/memory_plan.py)."""
         self.device, self.seed, self.rank = torch.device(device), seed, rank
         self._warn_unused_lora_fields()
         report = self.parameter_report()  # fail fast, before reading weights or touching the GPU
         for line in report[:-1]:
             log.info(line)
+        if self.config.memory_mode == AUTO_MEMORY_MODE:
+            from cosmos_predict2.training.memory_plan import gpu_memory_gib
+
+            self.resolve_memory_mode(latent_shape_T_H_W, gpu_memory_gib(self.device))
         stream = self.config.streams_weights
         if stream and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             raise ModelConfigError(f"model.config.memory_mode={self.config.memory_mode!r} streams weights from "

@@ -84,7 +84,7 @@ def test_memory_mode_is_a_runtime_net_kwarg_not_recorded_as_the_base():
 # --- activation offload ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ckpt", ["full", "selective"])
+@pytest.mark.parametrize("ckpt", ["full", "selective", "nested"])
 @pytest.mark.parametrize("lora", [False, True])
 def test_activation_offload_same_loss_and_gradients(ckpt, lora):
     reference = _loss_and_grads(_tiny_net(lora, activation_checkpointing=ckpt))
@@ -98,6 +98,26 @@ def test_activation_offload_same_loss_and_gradients(ckpt, lora):
     assert stats["prefetched"] == len(net.blocks) - 1 and stats["loaded_on_demand"] == 1, stats
 
 
+def test_nested_checkpointing_recomputes_the_attention_sublayers_with_the_same_gradients(monkeypatch):
+    """nested = full checkpointing plus one checkpoint per sub-layer: the same ops, so the same bits. The attention
+    sub-layers run a third time (their own recompute; the block's recompute stops before the MLP). The block's
+    recompute keeps the self-attention output for that third run: with every attention kept (min keys 0), the
+    cached output must give the same bits too."""
+    from cosmos_predict2.networks import dit
+
+    monkeypatch.setattr(dit, "SELECTIVE_MIN_KEYS", 0)
+    results, calls = [], []
+    for ckpt in ("full", "nested"):
+        net = _tiny_net(True, activation_checkpointing=ckpt)
+        count = {"self_attn": 0, "cross_attn": 0, "mlp": 0}
+        for name in count:
+            getattr(net.blocks[0], name).register_forward_hook(lambda *_, n=name, c=count: c.__setitem__(n, c[n] + 1))
+        results.append(_loss_and_grads(net))
+        calls.append(count)
+    _assert_same(*results)
+    assert calls == [{"self_attn": 2, "cross_attn": 2, "mlp": 2}, {"self_attn": 3, "cross_attn": 3, "mlp": 2}]
+
+
 def test_activation_offload_needs_checkpointing():
     with pytest.raises(ValueError, match="activation_checkpointing"):
         build_net("tiny", activation_offload=True)
@@ -106,7 +126,7 @@ def test_activation_offload_needs_checkpointing():
 # --- frozen-weight streaming -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ckpt", ["full", "selective"])
+@pytest.mark.parametrize("ckpt", ["full", "selective", "nested"])
 def test_weight_streaming_same_loss_and_gradients(ckpt):
     from cosmos_predict2.networks.streaming import apply_weight_streaming
 

@@ -18,7 +18,7 @@ TRAIN_ARCHITECTURES = ("lora", "full", "base")
 PRECISIONS = ("bf16", "fp16", "fp32")
 TOKENIZER_TYPES = ("wan2.1", "tiny_random")
 RANDOM_INITS = ("random", "scratch")
-ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")  # nested: blocks and their sub-layers
 # docs/memory.md: where the checkpointed activations and the frozen base weights live during a step.
 # memory mode -> (activations offloaded to host memory, frozen block weights streamed from host memory)
 MEMORY_MODES = {
@@ -85,7 +85,7 @@ class Video2WorldModelConfig:
     text_dropout_rate: float = 0.2  # probability of zeroing a sample's whole text embedding
     loss_scale: float = 10.0
     precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
-    activation_checkpointing: str = "selective"  # "none", "full", "selective"
+    activation_checkpointing: str = "selective"  # "none", "full", "selective", "nested" (docs/memory.md)
     memory_mode: str = "default"  # "default", "offload_activations", "stream_weights", "low" (both), "auto"
     fsdp_shard_size: int = 1  # ranks per FSDP shard group (reference: 8 for 2B, 32 for 14B)
     hash_base_checkpoint: bool = True  # record/verify sha256 of dit_path in LoRA checkpoints

@@ -22,9 +22,13 @@ from torch.utils.checkpoint import checkpoint
 from cosmos_predict2.networks.attention import FA4_ATTENTION_OP, attention
 from cosmos_predict2.networks.fused import maybe_fused
 from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
-from cosmos_predict2.networks.offload import ActivationOffload
+from cosmos_predict2.networks.offload import ActivationOffload, in_backward
 
-ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+# "nested": every block checkpointed, and inside it each of its three sub-layers, so that the backward holds one
+# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~28 u instead of ~48 u), for a second
+# recompute of the linear layers of self- and cross-attention; self-attention itself still runs twice per step,
+# as with "full" (docs/memory.md).
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")
 
 
 class FrameSplit(Protocol):
@@ -328,16 +332,28 @@ class Block(nn.Module):
         adaln_lora_B_T_3D: torch.Tensor | None = None,
         repeat_after_self_attn: int = 1,
         video_size: tuple[int, int, int] | None = None,
+        checkpoint_sublayers: bool = False,
     ) -> torch.Tensor:
         """repeat_after_self_attn=k: x and emb hold B/k distinct rows and crossattn_emb all B; the rows are tiled
-        k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats)."""
+        k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats).
+        checkpoint_sublayers: each sub-layer in its own checkpoint (activation_checkpointing="nested")."""
 
-        def run(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
+        def sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
             B, T, S, D = x.shape
             shift, scale, gate = self._modulation(modulation_layer, emb, adaln_lora)
             h = norm_modulate(x, shift, scale)
             h = sublayer(h.reshape(B, T * S, D), **kwargs).reshape(B, T, S, D)
             return gated_residual(x, gate, h)
+
+        def run(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
+            if not (checkpoint_sublayers and torch.is_grad_enabled()):
+                return sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs)
+            if sublayer is self.self_attn and in_backward():
+                # The block's recompute keeps the self-attention output for this sub-layer's own recompute, which
+                # then redoes only the cheap layers around it; it is freed with this block's backward.
+                kwargs["context_fn"] = selective_checkpoint_context
+            return checkpoint(sublayer_step, sublayer, modulation_layer, x, emb, adaln_lora, use_reentrant=False,
+                              **kwargs)  # fmt: skip
 
         emb, adaln_lora = emb_B_T_D, adaln_lora_B_T_3D
         x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, emb, adaln_lora, rope=rope,
@@ -435,7 +451,7 @@ class MiniTrainDIT(nn.Module):
             raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
         if activation_offload and activation_checkpointing == "none":
             raise ValueError("activation_offload keeps the checkpointed block inputs in host memory: it needs "
-                             "activation_checkpointing 'full' or 'selective'")
+                             "activation_checkpointing 'full', 'selective' or 'nested'")
 
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -511,6 +527,8 @@ class MiniTrainDIT(nn.Module):
             return block(*args, **kwargs)
         if self.activation_checkpointing == "selective" and index < self._blocks_keeping_attention(args[0]):
             kwargs["context_fn"] = selective_checkpoint_context
+        if self.activation_checkpointing == "nested":
+            kwargs["checkpoint_sublayers"] = True
         if self.activation_offload is None:
             return checkpoint(block, *args, use_reentrant=False, **kwargs)
         with self.activation_offload.block():

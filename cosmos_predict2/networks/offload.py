@@ -27,6 +27,12 @@ from torch import nn
 MIN_OFFLOAD_BYTES = 1 << 20
 
 
+def in_backward() -> bool:
+    """True inside the autograd engine, e.g. in the backward's recompute of a checkpointed block (checkpoint itself
+    tells its recomputation apart the same way)."""
+    return torch._C._current_graph_task_id() != -1
+
+
 class _Offloaded:
     """One saved tensor in host memory; `prefetched` is its device copy once a prefetch has started."""
 
@@ -130,4 +136,4 @@ class ActivationOffload:
             del self._groups[group]
 
 
-__all__ = ["MIN_OFFLOAD_BYTES", "ActivationOffload"]
+__all__ = ["MIN_OFFLOAD_BYTES", "ActivationOffload", "in_backward"]

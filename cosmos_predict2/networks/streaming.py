@@ -23,11 +23,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
-
-def _in_backward() -> bool:
-    """True inside the autograd engine (the backward's recompute of a checkpointed block); checkpoint itself tells
-    its recomputation apart the same way."""
-    return torch._C._current_graph_task_id() != -1
+from cosmos_predict2.networks.offload import in_backward
 
 
 class WeightStreamer:
@@ -66,7 +62,7 @@ class WeightStreamer:
             self._before_block(index)
 
     def _before_block(self, index: int) -> None:
-        step = -1 if _in_backward() else 1
+        step = -1 if in_backward() else 1
         wanted = [j for j in range(index, index + step * (self.ahead + 1), step) if 0 <= j < len(self.blocks)]
         for j in [j for j in self.ready if j not in wanted]:
             self._drop(j)
@@ -120,7 +116,8 @@ def apply_weight_streaming(net: nn.Module, device: torch.device | str, ahead: in
     if getattr(net, "weight_streamer", None) is not None:
         raise ValueError("weight streaming is already applied to this network")
     if getattr(net, "activation_checkpointing", "full") == "none":
-        raise ValueError("weight streaming needs activation_checkpointing 'full' or 'selective' (see module doc)")
+        raise ValueError("weight streaming needs checkpointed blocks: activation_checkpointing 'full', 'selective' or "
+                         "'nested' (see the module doc)")
     device = torch.device(device)
     streamer = WeightStreamer(net.blocks, device, ahead)
     _move_rest_(net, {id(p) for params in streamer.frozen for p in params}, device)

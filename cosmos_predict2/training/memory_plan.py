@@ -26,6 +26,9 @@ GIB = 2**30
 # One block's recompute + backward working set in units of u, fitted on the five measured peaks (45.9-48.0 u):
 # the block's saved tensors for its own backward, half of them PEFT's fp32 copies of each adapted layer's input.
 WORKING_SET_U = 47.5
+# Nested checkpointing (networks/dit.py) holds one sub-layer's tensors at a time plus the three sub-layer inputs and
+# the kept self-attention output: an estimate from the tensors each sub-layer saves, NOT calibrated (no measured row).
+WORKING_SET_NESTED_U = 30.0
 TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, EMA shadow
 # Effective H200 rates fitted on the measured step times (not hardware peaks: the elementwise term absorbs
 # LayerNorm/RMSNorm/RoPE/GELU and PEFT's casts, which scale with the activation bytes).
@@ -37,7 +40,7 @@ HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direc
 # reserved 1.11-1.30x the allocated peak in the measured rows.
 ALLOCATOR_HEADROOM = 1.25
 CUDA_CONTEXT_GIB = 1.0
-CHECKPOINTING = ("selective", "full")
+CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
 
 # The measured rows the constants are calibrated on: (size, rank, latent T,H,W, checkpointing, attention outputs
@@ -103,7 +106,8 @@ def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], chec
     weights = (counts.frozen_rest + blocks_on_gpu * counts.frozen_block) * dtype_bytes
     saved = (0 if offload else counts.num_blocks * u) + (counts.num_blocks * kept_per_block * u
                                                           if checkpointing == "selective" else 0)  # fmt: skip
-    working = (WORKING_SET_U + (2 if offload else 0)) * u  # offload: the block's input and the next one prefetched
+    working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
+    working = (working_u + (2 if offload else 0)) * u  # offload: the block's input and the next one prefetched
     return (weights + counts.trainable * TRAINABLE_BYTES + saved + working) / GIB
 
 
@@ -118,13 +122,17 @@ def _flops(counts: NetCounts, L: int) -> tuple[float, float]:
 def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
                     dtype_bytes: int = 2) -> float:  # fmt: skip
     """One step: forward, the recompute (selective keeps self-attention), the backward (frozen linears: input
-    gradient only; attention: ~2.5x its forward)."""
+    gradient only; attention: ~2.5x its forward). Nested checkpointing recomputes the attention sub-layers' linear
+    layers (6 of the 14 D^2 per token) and their elementwise work once more."""
     L = tokens(counts, latent_T_H_W)
     linear, attention = _flops(counts, L)
-    full = checkpointing == "full"
+    D = counts.dim
+    recomputes_attention = checkpointing in ("full", "nested")
+    linear_passes = 3 + (6 * D * D / (6 * D * D + 2 * D * counts.mlp_dim) if checkpointing == "nested" else 0)
     act_bytes = L * counts.dim * counts.num_blocks * dtype_bytes
-    compute = (3 * linear / R_LINEAR + (4.5 if full else 3.5) * attention / R_ATTENTION
-               + (3 if full else 2.5) * act_bytes / R_ELEMENTWISE)  # fmt: skip
+    elementwise_passes = {"selective": 2.5, "full": 3.0, "nested": 3.5}[checkpointing]
+    compute = (linear_passes * linear / R_LINEAR + (4.5 if recomputes_attention else 3.5) * attention / R_ATTENTION
+               + elementwise_passes * act_bytes / R_ELEMENTWISE)  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     # Copies overlap compute; a phase (forward 1/3, recompute + backward 2/3) is at least as long as its copies.
     per_pass = (act_bytes if offload else 0) + (counts.frozen_block * counts.num_blocks * dtype_bytes if stream else 0)

@@ -258,3 +258,49 @@ def test_dryrun_names_a_mode_and_auto_picks_it(capsys):
     model = instantiate(cfg.model)
     model.resolve_memory_mode(latent_shape_of(cfg), gpu_memory_gib=24)
     assert (model.config.memory_mode, model.config.activation_checkpointing) == named.groups()
+
+
+# --- on a GPU (skipped without one): the side streams, pinned memory and events ------------------------------
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@CUDA
+@pytest.mark.parametrize("ckpt", ["full", "selective", "nested"])
+def test_cuda_memory_modes_same_bits(ckpt):
+    """The modes on a GPU: bf16 base, side-stream copies, pinned host memory. The same bits as the default mode
+    whenever the default mode reproduces its own bits (GPU attention backward kernels may not)."""
+    from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+    def run(offload: bool, stream: bool):
+        net = _tiny_net(True, activation_checkpointing=ckpt, activation_offload=offload, num_blocks=4)
+        if offload:
+            net.activation_offload.min_bytes = 4096  # x is 96 KiB here: offload it, not the small tensors
+        net = net.to(torch.bfloat16)
+        if stream:
+            apply_weight_streaming(net, "cuda")
+        else:
+            net.cuda()
+        losses = []
+        for _ in range(2):
+            x, t, ctx, cond = (v.cuda() for v in _inputs(T=3, H=32, W=32))
+            loss = net(x, t, ctx, cond).float().square().mean()
+            loss.backward()
+            losses.append(loss.detach().cpu())
+        return (torch.stack(losses), {n: p.grad.cpu() for n, p in net.named_parameters() if p.requires_grad}), net
+
+    reference, again = run(False, False)[0], run(False, False)[0]
+    reproducible = torch.equal(reference[0], again[0]) and all(
+        torch.equal(reference[1][n], again[1][n]) for n in reference[1])
+    for offload, stream in ((True, False), (False, True), (True, True)):
+        result, net = run(offload, stream)
+        if reproducible:
+            _assert_same(reference, result)
+        else:
+            torch.testing.assert_close(result[0], reference[0], rtol=1e-2, atol=1e-3)
+        if stream:
+            weight = net.blocks[1].self_attn.q_proj.base_layer.weight
+            assert weight.device.type == "cpu" and weight.is_pinned()  # offloaded between uses
+            assert net.blocks[1].self_attn.q_proj.lora_A["default"].weight.device.type == "cuda"
+        if offload:
+            assert net.activation_offload.stats["offloaded"] == 2 * len(net.blocks)  # one x per block per step

@@ -63,12 +63,13 @@ class ActivationOffload:
         with torch.autograd.graph.saved_tensors_hooks(lambda t: self._pack(t, group), lambda h: self._unpack(h, group)):
             yield
 
-    # --- hooks ---------------------------------------------------------------------------------------------
+    # --- hooks (their copies must not be recorded by autograd: no_grad) ------------------------------------
 
     def _worth_offloading(self, t: torch.Tensor) -> bool:
         return (not isinstance(t, nn.Parameter) and t.layout == torch.strided and t.device.type != "meta"
                 and t.numel() * t.element_size() >= self.min_bytes)  # fmt: skip
 
+    @torch.no_grad()
     def _pack(self, t: torch.Tensor, group: int) -> torch.Tensor | _Offloaded:
         if not self._worth_offloading(t):
             return t
@@ -91,6 +92,7 @@ class ActivationOffload:
         self.stats["offloaded_bytes"] += t.numel() * t.element_size()
         return handle
 
+    @torch.no_grad()
     def _unpack(self, handle: torch.Tensor | _Offloaded, group: int) -> torch.Tensor:
         if isinstance(handle, torch.Tensor):
             return handle

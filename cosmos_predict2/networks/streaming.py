@@ -39,14 +39,15 @@ class WeightStreamer:
         self.trace: list[tuple[str, int]] | None = None  # set to [] to record ("load"/"drop", block) events
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
+    @torch.no_grad()
     def offload(self) -> None:
         """Move every block's frozen weights to (pinned) host memory: the "offloaded" state."""
         pin = self.device.type == "cuda"
         for i, params in enumerate(self.frozen):
             self.host[i] = []
             for p in params:
-                host = p.detach().to("cpu", copy=True)
-                host = host.pin_memory() if pin else host
+                host = torch.empty(p.shape, dtype=p.dtype, device="cpu", pin_memory=pin)
+                host.copy_(p.detach())
                 p.data = host
                 self.host[i].append(host)
         self.ready.clear()

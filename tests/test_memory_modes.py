@@ -6,6 +6,8 @@ tensors wait between the forward and the backward.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -19,6 +21,15 @@ from cosmos_predict2.training.model import Video2WorldModel, model_config_dict
 TINY = dict(crossattn_emb_channels=32)
 LORA = LoraSpec(rank=4, alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "output_proj", "mlp.layer1",
                                                   "mlp.layer2"])  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine their spinning costs 5x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _inputs(T: int = 3, H: int = 8, W: int = 12, seed: int = 0):
@@ -206,6 +217,7 @@ def test_training_step_memory_modes_equal_default(mode):
 LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
+@functools.cache
 def _counts(size: str, rank: int):
     from cosmos_predict2.training.memory_plan import NetCounts
 
@@ -304,3 +316,27 @@ def test_cuda_memory_modes_same_bits(ckpt):
             assert net.blocks[1].self_attn.q_proj.lora_A["default"].weight.device.type == "cuda"
         if offload:
             assert net.activation_offload.stats["offloaded"] == 2 * len(net.blocks)  # one x per block per step
+
+
+# --- the trainer -------------------------------------------------------------------------------------------------
+
+
+def test_trainer_low_memory_run_equals_the_default_run(tmp_path):
+    """A few iterations of the tiny LoRA experiment through the trainer (EMA, optimizer, checkpoints) in the low
+    memory mode give the default mode's losses and adapter file, bit for bit."""
+    from cosmos_predict2.training.trainer import job_dir_of, train
+    from tests.data_helpers import make_dataset
+    from tests.test_train_e2e import LORA, load, make_cfg
+
+    dataset = make_dataset(tmp_path / "ds", {"a": 9, "b": 9}, 64, 64)
+    runs = []
+    for mode in ("default", "low"):
+        cfg = make_cfg(dataset, tmp_path / mode, LORA, "trainer.max_iter=2", "checkpoint.save_iter=2",
+                       "model.config.activation_checkpointing=full",
+                       f"model.config.memory_mode={mode}")  # fmt: skip
+        result = train(cfg)
+        state = load(job_dir_of(cfg) / "checkpoints" / "model" / "iter_000000002.pt")
+        runs.append((result.losses, {k: v for k, v in state.items() if k != "lora_config"}))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1].keys() == runs[1][1].keys()
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])

@@ -22,6 +22,7 @@ from torch import nn
 from cosmos_predict2.configs.model_config import (
     AUTO_MEMORY_MODE,
     DEFAULT_DIT_PATHS,
+    MEMORY_MODES,
     EMAConfig,
     ModelConfigError,
     PipeConfig,
@@ -157,6 +158,11 @@ class Video2WorldModel(nn.Module):
         chosen = None
         if latent_T_H_W is not None and gpu_memory_gib is not None and self.is_lora:
             rows, chosen = self.memory_plan(latent_T_H_W, gpu_memory_gib)
+            if _world_size() > 1:  # FSDP shards the weights (and cannot shard host-resident ones): no streaming
+                from cosmos_predict2.training.memory_plan import choose
+
+                rows = [p for p in rows if not MEMORY_MODES[p.memory_mode][1]]
+                chosen = choose(rows, gpu_memory_gib)
             if chosen is None:
                 chosen = min(rows, key=lambda p: p.peak_gib)
                 log.warning(f"memory_mode=auto: no mode is predicted to fit {gpu_memory_gib:.0f} GiB; trying the "
@@ -181,7 +187,7 @@ class Video2WorldModel(nn.Module):
 
             self.resolve_memory_mode(latent_shape_T_H_W, gpu_memory_gib(self.device))
         stream = self.config.streams_weights
-        if stream and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        if stream and _world_size() > 1:
             raise ModelConfigError(f"model.config.memory_mode={self.config.memory_mode!r} streams weights from "
                                    "host memory, which FSDP cannot shard: use it with one process")  # fmt: skip
         # Streaming: a checkpoint is read into host memory, where the frozen block weights stay (docs/memory.md).
@@ -378,6 +384,11 @@ class Video2WorldModel(nn.Module):
                     f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
                     f"model.config.dit_path={c.dit_path} has sha256 {current[:12]}...; resume with the same base"
                 )
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -27,6 +27,7 @@ MEMORY_MODES = {
     "stream_weights": (False, True),
     "low": (True, True),
 }
+BASE_WEIGHT_STORAGE = ("bf16", "fp8_e5m2", "fp8_e4m3")  # "bf16": the base in model.config.precision as loaded
 AUTO_MEMORY_MODE = "auto"  # the memory planner (training/memory_plan.py) picks the fastest mode that fits
 
 DEFAULT_DIT_PATHS = {
@@ -87,6 +88,7 @@ class Video2WorldModelConfig:
     precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
     activation_checkpointing: str = "selective"  # "none", "full", "selective", "nested" (docs/memory.md)
     memory_mode: str = "default"  # "default", "offload_activations", "stream_weights", "low" (both), "auto"
+    base_weight_storage: str = "bf16"  # LoRA: "fp8_e5m2"/"fp8_e4m3" keep frozen block Linear weights in fp8 (lossy)
     fsdp_shard_size: int = 1  # ranks per FSDP shard group (reference: 8 for 2B, 32 for 14B)
     hash_base_checkpoint: bool = True  # record/verify sha256 of dit_path in LoRA checkpoints
 
@@ -206,6 +208,10 @@ def _check(cfg: Video2WorldModelConfig) -> None:
     check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.activation_checkpointing != "none", "memory_mode",
           "offloading and weight streaming work on checkpointed blocks: set model.config.activation_checkpointing "
           "to 'full' or 'selective'")  # fmt: skip
+    check(cfg.base_weight_storage in BASE_WEIGHT_STORAGE, "base_weight_storage", f"choose one of {BASE_WEIGHT_STORAGE}")
+    check(cfg.base_weight_storage == "bf16" or (cfg.is_lora and cfg.activation_checkpointing != "none"),
+          "base_weight_storage", "fp8 storage of the frozen weights needs model.config.train_architecture=lora and "
+          "activation_checkpointing 'full', 'selective' or 'nested'")  # fmt: skip
     check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.is_lora or cfg.memory_mode == "offload_activations",
           "memory_mode", "weight streaming keeps frozen base weights in host memory: it needs "
           "model.config.train_architecture=lora")  # fmt: skip

@@ -97,13 +97,15 @@ def tokens(counts: NetCounts, latent_T_H_W: tuple[int, int, int]) -> int:
 
 
 def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
-                     kept_per_block: int = 1, dtype_bytes: int = 2, ahead: int = 1) -> float:  # fmt: skip
+                     kept_per_block: int = 1, dtype_bytes: int = 2, ahead: int = 1,
+                     block_weight_bytes: int = 2) -> float:  # fmt: skip
     """Peak allocated GPU memory of one LoRA step. kept_per_block: attention outputs selective checkpointing keeps
-    per block (1: self-attention, the current policy)."""
+    per block (1: self-attention, the current policy); block_weight_bytes: 1 with fp8 storage of the frozen block
+    weights (networks/fp8.py)."""
     offload, stream = MEMORY_MODES[memory_mode]
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
     blocks_on_gpu = min(ahead + 1, counts.num_blocks) if stream else counts.num_blocks
-    weights = (counts.frozen_rest + blocks_on_gpu * counts.frozen_block) * dtype_bytes
+    weights = counts.frozen_rest * dtype_bytes + blocks_on_gpu * counts.frozen_block * block_weight_bytes
     saved = (0 if offload else counts.num_blocks * u) + (counts.num_blocks * kept_per_block * u
                                                           if checkpointing == "selective" else 0)  # fmt: skip
     working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
@@ -141,20 +143,21 @@ def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], check
 
 
 def predict(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
-            dtype_bytes: int = 2) -> Prediction:  # fmt: skip
+            dtype_bytes: int = 2, block_weight_bytes: int = 2) -> Prediction:  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
     host = (counts.num_blocks * u if offload else 0) + (
-        counts.num_blocks * counts.frozen_block * dtype_bytes if stream else 0)
-    return Prediction(memory_mode, checkpointing,
-                      predict_peak_gib(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes=dtype_bytes),
-                      predict_seconds(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes),
-                      host / GIB)  # fmt: skip
+        counts.num_blocks * counts.frozen_block * block_weight_bytes if stream else 0)
+    peak = predict_peak_gib(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes=dtype_bytes,
+                            block_weight_bytes=block_weight_bytes)  # fmt: skip
+    return Prediction(memory_mode, checkpointing, peak,
+                      predict_seconds(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes), host / GIB)
 
 
-def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int]) -> list[Prediction]:
+def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int], block_weight_bytes: int = 2) -> list[Prediction]:
     """Every memory mode x checkpointing mode, fastest first."""
-    rows = [predict(counts, latent_T_H_W, c, m) for m in MEMORY_MODES for c in CHECKPOINTING]
+    rows = [predict(counts, latent_T_H_W, c, m, block_weight_bytes=block_weight_bytes)
+            for m in MEMORY_MODES for c in CHECKPOINTING]  # fmt: skip
     return sorted(rows, key=lambda p: p.s_per_step)
 
 

@@ -147,7 +147,8 @@ class Video2WorldModel(nn.Module):
         """(every memory mode's predicted peak and step time, fastest first; the fastest that fits or None)."""
         from cosmos_predict2.training import memory_plan
 
-        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W)
+        weight_bytes = 2 if self.config.base_weight_storage == "bf16" else 1
+        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W, weight_bytes)
         return rows, (memory_plan.choose(rows, gpu_memory_gib) if gpu_memory_gib is not None else None)
 
     def resolve_memory_mode(self, latent_T_H_W: tuple[int, int, int] | None, gpu_memory_gib: float | None) -> None:
@@ -196,6 +197,11 @@ class Video2WorldModel(nn.Module):
         if self.is_lora:
             torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
             add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
+        if self.config.base_weight_storage != "bf16":
+            from cosmos_predict2.networks.fp8 import store_frozen_weights_fp8
+
+            n = store_frozen_weights_fp8(net, self.config.base_weight_storage)
+            log.info(f"{n} frozen block Linear weights stored as {self.config.base_weight_storage} (lossy)")
         if stream:
             from cosmos_predict2.networks.streaming import apply_weight_streaming
 

@@ -81,11 +81,11 @@ def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dic
 
 
 def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict,
-         rank: int = 16, memory_mode: str = "default") -> tuple[float, float]:
+         rank: int = 16, memory_mode: str = "default", storage: str = "bf16") -> tuple[float, float]:
     cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=rank, lora_alpha=rank,
                             lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
                             tokenizer_type="tiny_random", hash_base_checkpoint=False,
-                            memory_mode=memory_mode)  # fmt: skip
+                            memory_mode=memory_mode, base_weight_storage=storage)  # fmt: skip
     model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
     model.setup(device, seed=0, latent_shape_T_H_W=shape)
     extra["memory_mode"] = model.config.memory_mode
@@ -170,9 +170,11 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
     else:
         set_attention_backend(row["backend"])
         mode = f" mem={row['memory_mode']}" if row.get("memory_mode", "default") != "default" else ""
+        mode += f" weights={args.base_weight_storage}" if args.base_weight_storage != "bf16" else ""
         impl = f"ours r{args.lora_rank} ckpt={row['ckpt']}{mode} attn={attention_backend_for(device, net_dtype)}"
         measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
-                                   details, args.lora_rank, row.get("memory_mode", "default"))
+                                   details, args.lora_rank, row.get("memory_mode", "default"),
+                                   args.base_weight_storage)
     try:
         sec, peak = measure_row()
     except torch.OutOfMemoryError:
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory_mode", default="default",
                     help="comma list of model.config.memory_mode values to time ours under (docs/memory.md): "
                          "default, offload_activations, stream_weights, low, auto")
+    ap.add_argument("--base_weight_storage", default="bf16", choices=("bf16", "fp8_e5m2", "fp8_e4m3"),
+                    help="model.config.base_weight_storage: fp8 storage of the frozen block weights (lossy)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)

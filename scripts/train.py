@@ -120,9 +120,10 @@ def dryrun(cfg, gpu_memory_gib: float | None = None) -> int:
     latent = memory_plan.latent_shape_of(cfg)
     if model.is_lora and latent is not None:
         gib = gpu_memory_gib if gpu_memory_gib is not None else memory_plan.gpu_memory_gib()
-        rows, chosen = model.memory_plan(latent, gib)
+        host = memory_plan.host_memory_gib()
+        rows, chosen = model.memory_plan(latent, gib, host)
         print(f"Latent size (T, H, W) per sample: {latent}")
-        print(memory_plan.format_plan(rows, gib, chosen))
+        print(memory_plan.format_plan(rows, gib, chosen, host))
     return 0
 
 

@@ -109,6 +109,20 @@ def test_activation_offload_same_loss_and_gradients(ckpt, lora):
     assert stats["prefetched"] == len(net.blocks) - 1 and stats["loaded_on_demand"] == 1, stats
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_activation_offload_also_moves_what_selective_checkpointing_keeps(monkeypatch, lora):
+    """Selective checkpointing's kept attention outputs wait in host memory too and come back for the recompute:
+    the same bits. With every attention kept (min keys 0): per block x, the self- and the cross-attention output."""
+    from cosmos_predict2.networks import dit
+
+    monkeypatch.setattr(dit, "SELECTIVE_MIN_KEYS", 0)
+    reference = _loss_and_grads(_tiny_net(lora, activation_checkpointing="selective"))
+    net = _tiny_net(lora, activation_checkpointing="selective", activation_offload=True)
+    net.activation_offload.min_bytes = 4096  # x and the attention outputs (12-18 KiB), not the softmax statistics
+    _assert_same(reference, _loss_and_grads(net))
+    assert net.activation_offload.stats["offloaded"] == 3 * len(net.blocks), net.activation_offload.stats
+
+
 def test_nested_checkpointing_recomputes_the_attention_sublayers_with_the_same_gradients(monkeypatch):
     """nested = full checkpointing plus one checkpoint per sub-layer: the same ops, so the same bits. The attention
     sub-layers run a third time (their own recompute; the block's recompute stops before the MLP). The block's
@@ -246,18 +260,22 @@ def test_planner_orders_the_modes():
     assert peak[("low", "full")] < peak[("offload_activations", "full")] < peak[("default", "full")]
     assert peak[("low", "full")] < peak[("stream_weights", "full")] < peak[("default", "full")]
     assert choose(rows, 1.0) is None
+    low = choose(rows, 48.0)  # 14B 720p on 48 GiB: low memory, whose pinned buffers need the host's memory
+    assert low.memory_mode == "low" and choose(rows, 48.0, host_memory_gib=32.0) is None
     big = choose(rows, 10_000.0)  # everything fits: the default mode wins ties with the copy-hiding modes
     assert (big.memory_mode, big.checkpointing) == ("default", "selective")
 
 
-def test_dryrun_names_a_mode_and_auto_picks_it(capsys):
+def test_dryrun_names_a_mode_and_auto_picks_it(capsys, monkeypatch):
     import re
 
     from cosmos_predict2.configs.compose import compose_config
     from cosmos_predict2.configs.lazy import instantiate
+    from cosmos_predict2.training import memory_plan
     from cosmos_predict2.training.memory_plan import latent_shape_of
     from scripts.train import main
 
+    monkeypatch.setattr(memory_plan, "host_memory_gib", lambda: 64.0)  # the same answer on any test machine
     experiment = ["experiment=predict2_video2world_lora_training_2b_cosmos_nemo_assets"]
     config = "cosmos_predict2/configs/base/config.py"
     assert main([f"--config={config}", "--dryrun", "--gpu_memory_gib", "24", "--", *experiment]) == 0
@@ -265,11 +283,12 @@ def test_dryrun_names_a_mode_and_auto_picks_it(capsys):
     named = re.search(r"Fastest mode that fits: model.config.memory_mode=(\w+) "
                       r"model.config.activation_checkpointing=(\w+)", out)  # fmt: skip
     assert named, out[-2000:]
-    assert named.groups() == ("low", "full")  # 2B 720p: only low memory with full checkpointing fits 24 GiB
+    # 2B 720p on 24 GiB: offloading the kept self-attention outputs too lets selective checkpointing fit
+    assert named.groups() == ("low", "selective")
 
     cfg = compose_config(config, [*experiment, "model.config.memory_mode=auto"])
     model = instantiate(cfg.model)
-    model.resolve_memory_mode(latent_shape_of(cfg), gpu_memory_gib=24)
+    model.resolve_memory_mode(latent_shape_of(cfg), gpu_memory_gib=24, host_memory_gib=64.0)
     assert (model.config.memory_mode, model.config.activation_checkpointing) == named.groups()
 
 

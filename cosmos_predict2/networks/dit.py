@@ -526,7 +526,8 @@ class MiniTrainDIT(nn.Module):
         if not torch.is_grad_enabled() or self.activation_checkpointing == "none":
             return block(*args, **kwargs)
         if self.activation_checkpointing == "selective" and index < self._blocks_keeping_attention(args[0]):
-            kwargs["context_fn"] = selective_checkpoint_context
+            kwargs["context_fn"] = selective_checkpoint_context if self.activation_offload is None else (
+                lambda: self.activation_offload.selective_contexts(selective_checkpoint_context))
         if self.activation_checkpointing == "nested":
             kwargs["checkpoint_sublayers"] = True
         if self.activation_offload is None:

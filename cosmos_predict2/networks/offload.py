@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 # Saved block inputs smaller than this stay where they are: the per-frame modulation [B, T, D] and the text
 # embedding [B, 512, 1024] are small next to x [B, T*H*W, D], and each copy has a fixed cost.
@@ -51,6 +52,8 @@ class ActivationOffload:
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._groups: dict[int, list[weakref.ref[_Offloaded]]] = {}
         self._group_ids = itertools.count()
+        # offloaded: saved block inputs and kept outputs sent to the host; prefetched / loaded_on_demand: how the
+        # block inputs came back (kept outputs come back when their block's recompute starts)
         self.stats = {"offloaded": 0, "offloaded_bytes": 0, "prefetched": 0, "loaded_on_demand": 0}
 
     @contextlib.contextmanager
@@ -73,23 +76,8 @@ class ActivationOffload:
     def _pack(self, t: torch.Tensor, group: int) -> torch.Tensor | _Offloaded:
         if not self._worth_offloading(t):
             return t
-        cuda = t.device.type == "cuda"
-        host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=cuda)
-        copied = None
-        if cuda:
-            stream = self._stream(t.device)
-            stream.wait_stream(torch.cuda.current_stream(t.device))  # t is produced on the compute stream
-            with torch.cuda.stream(stream):
-                host.copy_(t, non_blocking=True)
-                copied = torch.cuda.Event()
-                copied.record(stream)
-            t.record_stream(stream)  # its memory is not reused until the copy has read it
-        else:
-            host.copy_(t)
-        handle = _Offloaded(host, t.device, copied)
+        handle = self._to_host(t)
         self._groups[group].append(weakref.ref(handle))
-        self.stats["offloaded"] += 1
-        self.stats["offloaded_bytes"] += t.numel() * t.element_size()
         return handle
 
     @torch.no_grad()
@@ -106,6 +94,75 @@ class ActivationOffload:
                 other = ref()
                 if other is not None and other.prefetched is None:
                     self._start_load(other)
+        return self._finish_load(handle)
+
+    # --- selective checkpointing's kept outputs ------------------------------------------------------------
+
+    def selective_contexts(self, make_contexts: Callable[[], tuple]) -> tuple:
+        """Selective checkpointing's (forward, recompute) contexts, with the outputs it keeps (self-attention's)
+        in host memory from the end of the block's forward to its recompute, where they are copied back.
+
+        Relies on how PyTorch stores them: the forward mode's `storage` maps each op to {call index: a tree of
+        `_VersionWrapper`s}, read back by the recompute mode (torch.utils.checkpoint, 2.11-2.13); without that
+        class the outputs simply stay on the GPU. tests/test_memory_modes.py fails if the layout changes."""
+        caching, cached = make_contexts()
+        try:
+            from torch.utils.checkpoint import _VersionWrapper
+        except ImportError:
+            return caching, cached
+        moved: list = []
+
+        @contextlib.contextmanager
+        def forward() -> Iterator[None]:
+            with caching:
+                yield
+            with torch.no_grad():
+                for per_op in caching.storage.values():
+                    for entry in per_op.values():
+                        for leaf in tree_leaves(entry):
+                            if isinstance(leaf, _VersionWrapper) and isinstance(leaf.val, torch.Tensor) and \
+                                    self._worth_offloading(leaf.val):  # fmt: skip
+                                leaf.val = self._to_host(leaf.val)
+                                moved.append(leaf)
+
+        @contextlib.contextmanager
+        def recompute() -> Iterator[None]:
+            with torch.no_grad():
+                for leaf in moved:
+                    self._start_load(leaf.val)
+                    leaf.val = self._finish_load(leaf.val)
+                    leaf.version = leaf.val._version  # the copy is a new tensor: its own version counter
+            moved.clear()
+            with cached:
+                yield
+
+        return forward(), recompute()
+
+    # --- copies --------------------------------------------------------------------------------------------
+
+    def _to_host(self, t: torch.Tensor) -> _Offloaded:
+        cuda = t.device.type == "cuda"
+        # Same strides as t: the copy back must be indistinguishable (a transposed attention output reshaped after
+        # the recompute must copy exactly when the original did). Expanded tensors (stride 0) become contiguous.
+        strides = t.stride() if 0 not in t.stride() else torch.empty(t.shape, device="meta").stride()
+        host = torch.empty_strided(t.shape, strides, dtype=t.dtype, device="cpu", pin_memory=cuda)
+        copied = None
+        if cuda:
+            stream = self._stream(t.device)
+            stream.wait_stream(torch.cuda.current_stream(t.device))  # t is produced on the compute stream
+            with torch.cuda.stream(stream):
+                host.copy_(t, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(stream)
+            t.record_stream(stream)  # its memory is not reused until the copy has read it
+        else:
+            host.copy_(t)
+        self.stats["offloaded"] += 1
+        self.stats["offloaded_bytes"] += t.numel() * t.element_size()
+        return _Offloaded(host, t.device, copied)
+
+    def _finish_load(self, handle: _Offloaded) -> torch.Tensor:
+        """The loaded device tensor, usable on the compute stream."""
         t, ready = handle.prefetched
         handle.prefetched = None
         if ready is not None:
@@ -113,8 +170,6 @@ class ActivationOffload:
             current.wait_event(ready)
             t.record_stream(current)  # allocated on the side stream, used and freed on the compute stream
         return t
-
-    # --- copies --------------------------------------------------------------------------------------------
 
     def _start_load(self, handle: _Offloaded) -> None:
         if handle.device.type != "cuda":

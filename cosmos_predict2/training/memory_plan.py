@@ -5,8 +5,8 @@ takes the fastest mode that fits.
 
 The model, per step of batch 1 (u = one block input [L, D] in the compute dtype, L = T * H/2 * W/2 tokens):
   peak = frozen weights on the GPU + 20 B per trainable parameter (fp32 weight, grad, two AdamW moments, EMA)
-         + the saved block inputs (N u, none when offloaded) + the self-attention outputs selective checkpointing
-         keeps (N u, wherever the inputs are) + one block's recompute + backward working set (WORKING_SET_U u).
+         + the saved block inputs (N u) + the self-attention outputs selective checkpointing keeps (N u), both
+         none when offloaded + one block's recompute + backward working set (WORKING_SET_U u).
   time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
 Calibrated on the rows measured on one H200 (BENCHMARKS.md, `MEASURED` below): every peak within 2%, every time
@@ -16,6 +16,7 @@ time is the H200's.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,8 @@ HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direc
 # reserved 1.11-1.30x the allocated peak in the measured rows.
 ALLOCATOR_HEADROOM = 1.25
 CUDA_CONTEXT_GIB = 1.0
+PINNED_ROUNDING = 1.25  # a 0.8 GiB block input takes a 1 GiB pinned block
+HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data loader and Python need the rest)
 CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
 
@@ -87,8 +90,11 @@ class Prediction:
     s_per_step: float
     host_gib: float  # pinned host memory the mode holds
 
-    def fits(self, gpu_memory_gib: float) -> bool:
-        return self.peak_gib * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= gpu_memory_gib
+    def fits(self, gpu_memory_gib: float, host_memory_gib: float | None = None) -> bool:
+        """GPU: peak with the allocator's headroom; host (when known): the pinned buffers, rounded up to powers
+        of two by PyTorch's pinned allocator, within HOST_FRACTION of the machine's memory."""
+        host_ok = host_memory_gib is None or self.host_gib * PINNED_ROUNDING <= HOST_FRACTION * host_memory_gib
+        return host_ok and self.peak_gib * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= gpu_memory_gib
 
 
 def tokens(counts: NetCounts, latent_T_H_W: tuple[int, int, int]) -> int:
@@ -106,10 +112,11 @@ def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], chec
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
     blocks_on_gpu = min(ahead + 1, counts.num_blocks) if stream else counts.num_blocks
     weights = counts.frozen_rest * dtype_bytes + blocks_on_gpu * counts.frozen_block * block_weight_bytes
-    saved = (0 if offload else counts.num_blocks * u) + (counts.num_blocks * kept_per_block * u
-                                                          if checkpointing == "selective" else 0)  # fmt: skip
+    kept = kept_per_block if checkpointing == "selective" else 0
+    saved = 0 if offload else counts.num_blocks * (1 + kept) * u
     working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
-    working = (working_u + (2 if offload else 0)) * u  # offload: the block's input and the next one prefetched
+    # offload: the block's input and the next one's (prefetched), and the block's kept outputs copied back
+    working = (working_u + (2 + kept if offload else 0)) * u
     return (weights + counts.trainable * TRAINABLE_BYTES + saved + working) / GIB
 
 
@@ -146,7 +153,8 @@ def predict(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing
             dtype_bytes: int = 2, block_weight_bytes: int = 2) -> Prediction:  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
-    host = (counts.num_blocks * u if offload else 0) + (
+    kept = 1 if checkpointing == "selective" else 0
+    host = (counts.num_blocks * (1 + kept) * u if offload else 0) + (
         counts.num_blocks * counts.frozen_block * block_weight_bytes if stream else 0)
     peak = predict_peak_gib(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes=dtype_bytes,
                             block_weight_bytes=block_weight_bytes)  # fmt: skip
@@ -161,9 +169,9 @@ def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int], block_weight_byt
     return sorted(rows, key=lambda p: p.s_per_step)
 
 
-def choose(rows: list[Prediction], gpu_memory_gib: float) -> Prediction | None:
+def choose(rows: list[Prediction], gpu_memory_gib: float, host_memory_gib: float | None = None) -> Prediction | None:
     """The fastest plan that fits (None: nothing does)."""
-    fitting = [p for p in rows if p.fits(gpu_memory_gib)]
+    fitting = [p for p in rows if p.fits(gpu_memory_gib, host_memory_gib)]
     return min(fitting, key=lambda p: p.s_per_step) if fitting else None
 
 
@@ -188,12 +196,22 @@ def gpu_memory_gib(device: torch.device | str | None = None) -> float | None:
     return torch.cuda.get_device_properties(device).total_memory / GIB
 
 
-def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Prediction | None) -> str:
+def host_memory_gib() -> float | None:
+    """This machine's memory (where the pinned buffers of the offload and streaming modes live)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Prediction | None,
+                host_memory_gib: float | None = None) -> str:  # fmt: skip
     where = f"a {gpu_memory_gib:.0f} GiB GPU" if gpu_memory_gib else "no GPU given (--gpu_memory_gib)"
+    where += f" and {host_memory_gib:.0f} GiB of host memory" if host_memory_gib else ""
     lines = [f"Memory plan (predicted, docs/memory.md; s/step on one H200) for {where}:",
              f"  {'memory_mode':<20} {'checkpointing':<13} {'peak GiB':>9} {'s/step':>8} {'host GiB':>9} fits"]
     for p in rows:
-        fits = "-" if gpu_memory_gib is None else ("yes" if p.fits(gpu_memory_gib) else "no")
+        fits = "-" if gpu_memory_gib is None else ("yes" if p.fits(gpu_memory_gib, host_memory_gib) else "no")
         lines.append(f"  {p.memory_mode:<20} {p.checkpointing:<13} {p.peak_gib:>9.1f} {p.s_per_step:>8.2f} "
                      f"{p.host_gib:>9.1f} {fits}")  # fmt: skip
     if gpu_memory_gib is not None:
@@ -203,5 +221,6 @@ def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Pr
     return "\n".join(lines)
 
 
-__all__ = ["MEASURED", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib", "latent_shape_of",
+__all__ = ["MEASURED", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib", "host_memory_gib",
+           "latent_shape_of",
            "plan", "predict", "predict_peak_gib", "predict_seconds"]

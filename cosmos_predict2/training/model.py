@@ -143,27 +143,27 @@ class Video2WorldModel(nn.Module):
                      f"Trainable parameters: {trainable:,}")  # fmt: skip
         return lines
 
-    def memory_plan(self, latent_T_H_W: tuple[int, int, int], gpu_memory_gib: float | None):
+    def memory_plan(self, latent_T_H_W: tuple[int, int, int], gpu_memory_gib: float | None,
+                    host_memory_gib: float | None = None):  # fmt: skip
         """(every memory mode's predicted peak and step time, fastest first; the fastest that fits or None)."""
         from cosmos_predict2.training import memory_plan
 
         weight_bytes = 2 if self.config.base_weight_storage == "bf16" else 1
         rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W, weight_bytes)
-        return rows, (memory_plan.choose(rows, gpu_memory_gib) if gpu_memory_gib is not None else None)
+        if _world_size() > 1:  # FSDP shards the weights (and cannot shard host-resident ones): no streaming
+            rows = [p for p in rows if not MEMORY_MODES[p.memory_mode][1]]
+        chosen = memory_plan.choose(rows, gpu_memory_gib, host_memory_gib) if gpu_memory_gib is not None else None
+        return rows, chosen
 
-    def resolve_memory_mode(self, latent_T_H_W: tuple[int, int, int] | None, gpu_memory_gib: float | None) -> None:
+    def resolve_memory_mode(self, latent_T_H_W: tuple[int, int, int] | None, gpu_memory_gib: float | None,
+                            host_memory_gib: float | None = None) -> None:  # fmt: skip
         """memory_mode=auto: the fastest memory mode and checkpointing that the planner says fit (what `--dryrun`
         names); the default mode without a GPU or a latent shape to plan for, the smallest plan if none fits."""
         if self.config.memory_mode != AUTO_MEMORY_MODE:
             return
         chosen = None
         if latent_T_H_W is not None and gpu_memory_gib is not None and self.is_lora:
-            rows, chosen = self.memory_plan(latent_T_H_W, gpu_memory_gib)
-            if _world_size() > 1:  # FSDP shards the weights (and cannot shard host-resident ones): no streaming
-                from cosmos_predict2.training.memory_plan import choose
-
-                rows = [p for p in rows if not MEMORY_MODES[p.memory_mode][1]]
-                chosen = choose(rows, gpu_memory_gib)
+            rows, chosen = self.memory_plan(latent_T_H_W, gpu_memory_gib, host_memory_gib)
             if chosen is None:
                 chosen = min(rows, key=lambda p: p.peak_gib)
                 log.warning(f"memory_mode=auto: no mode is predicted to fit {gpu_memory_gib:.0f} GiB; trying the "
@@ -184,9 +184,9 @@ class Video2WorldModel(nn.Module):
         for line in report[:-1]:
             log.info(line)
         if self.config.memory_mode == AUTO_MEMORY_MODE:
-            from cosmos_predict2.training.memory_plan import gpu_memory_gib
+            from cosmos_predict2.training.memory_plan import gpu_memory_gib, host_memory_gib
 
-            self.resolve_memory_mode(latent_shape_T_H_W, gpu_memory_gib(self.device))
+            self.resolve_memory_mode(latent_shape_T_H_W, gpu_memory_gib(self.device), host_memory_gib())
         stream = self.config.streams_weights
         if stream and _world_size() > 1:
             raise ModelConfigError(f"model.config.memory_mode={self.config.memory_mode!r} streams weights from "

@@ -52,9 +52,11 @@ class ActivationOffload:
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._groups: dict[int, list[weakref.ref[_Offloaded]]] = {}
         self._group_ids = itertools.count()
+        self._current_group: int | None = None
         # offloaded: saved block inputs and kept outputs sent to the host; prefetched / loaded_on_demand: how the
-        # block inputs came back (kept outputs come back when their block's recompute starts)
-        self.stats = {"offloaded": 0, "offloaded_bytes": 0, "prefetched": 0, "loaded_on_demand": 0}
+        # block inputs came back; kept_prefetched: kept outputs already on their way back at their recompute
+        self.stats = {"offloaded": 0, "offloaded_bytes": 0, "prefetched": 0, "loaded_on_demand": 0,
+                      "kept_prefetched": 0}  # fmt: skip
 
     @contextlib.contextmanager
     def block(self) -> Iterator[None]:
@@ -63,8 +65,13 @@ class ActivationOffload:
         self._drop_dead_groups()
         group = next(self._group_ids)
         self._groups[group] = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: self._pack(t, group), lambda h: self._unpack(h, group)):
-            yield
+        self._current_group = group  # selective checkpointing's kept outputs join this block's group
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: self._pack(t, group),
+                                                          lambda h: self._unpack(h, group)):  # fmt: skip
+                yield
+        finally:
+            self._current_group = None
 
     # --- hooks (their copies must not be recorded by autograd: no_grad) ------------------------------------
 
@@ -100,7 +107,8 @@ class ActivationOffload:
 
     def selective_contexts(self, make_contexts: Callable[[], tuple]) -> tuple:
         """Selective checkpointing's (forward, recompute) contexts, with the outputs it keeps (self-attention's)
-        in host memory from the end of the block's forward to its recompute, where they are copied back.
+        in host memory from the end of the block's forward to its recompute; they are prefetched with the block's
+        inputs (while the next block runs its backward).
 
         Relies on how PyTorch stores them: the forward mode's `storage` maps each op to {call index: a tree of
         `_VersionWrapper`s}, read back by the recompute mode (torch.utils.checkpoint, 2.11-2.13); without that
@@ -111,6 +119,7 @@ class ActivationOffload:
         except ImportError:
             return caching, cached
         moved: list = []
+        group = self._groups.get(self._current_group)  # prefetched with the block's inputs (see _unpack)
 
         @contextlib.contextmanager
         def forward() -> Iterator[None]:
@@ -124,12 +133,17 @@ class ActivationOffload:
                                     self._worth_offloading(leaf.val):  # fmt: skip
                                 leaf.val = self._to_host(leaf.val)
                                 moved.append(leaf)
+                                if group is not None:
+                                    group.append(weakref.ref(leaf.val))
 
         @contextlib.contextmanager
         def recompute() -> Iterator[None]:
             with torch.no_grad():
                 for leaf in moved:
-                    self._start_load(leaf.val)
+                    if leaf.val.prefetched is None:
+                        self._start_load(leaf.val)
+                    else:
+                        self.stats["kept_prefetched"] += 1
                     leaf.val = self._finish_load(leaf.val)
                     leaf.version = leaf.val._version  # the copy is a new tensor: its own version counter
             moved.clear()

@@ -115,8 +115,8 @@ def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], chec
     kept = kept_per_block if checkpointing == "selective" else 0
     saved = 0 if offload else counts.num_blocks * (1 + kept) * u
     working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
-    # offload: the block's input and the next one's (prefetched), and the block's kept outputs copied back
-    working = (working_u + (2 + kept if offload else 0)) * u
+    # offload: the block's input and kept outputs copied back, and the next block's (prefetched)
+    working = (working_u + (2 * (1 + kept) if offload else 0)) * u
     return (weights + counts.trainable * TRAINABLE_BYTES + saved + working) / GIB
 
 

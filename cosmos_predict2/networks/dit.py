@@ -25,7 +25,7 @@ from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
 from cosmos_predict2.networks.offload import ActivationOffload, in_backward
 
 # "nested": every block checkpointed, and inside it each of its three sub-layers, so that the backward holds one
-# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~28 u instead of ~48 u), for a second
+# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~30 u instead of ~48 u), for a second
 # recompute of the linear layers of self- and cross-attention; self-attention itself still runs twice per step,
 # as with "full" (docs/memory.md).
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")

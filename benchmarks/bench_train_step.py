@@ -11,6 +11,7 @@ inputs, plain MSE on the velocity, AdamW on adapters (docs/reference.md §11: 16
     python benchmarks/bench_train_step.py --tiny             # CPU smoke check of the script
     python benchmarks/bench_train_step.py --resolutions 720p --no-peer --reps 5
     python benchmarks/bench_train_step.py --model_size 14B --lora_rank 32 --checkpointing full --no-peer
+    python benchmarks/bench_train_step.py --resolutions 720p --checkpointing full --memory_mode default,low --no-peer
 
 On CUDA every row runs in its own fresh process (`--isolate`, the default there): in one process a later contender
 inherits the earlier one's kernel choices and allocator state (the peer measured 26.1 s after ours and 16.75 s alone).
@@ -80,12 +81,14 @@ def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dic
 
 
 def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int, extra: dict,
-         rank: int = 16, **config: object) -> tuple[float, float]:
+         rank: int = 16, memory_mode: str = "default", storage: str = "bf16", **config: object) -> tuple[float, float]:
     cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=rank, lora_alpha=rank,
                             lora_target_modules=LORA_TARGETS, precision=dtype, activation_checkpointing=ckpt,
-                            tokenizer_type="tiny_random", hash_base_checkpoint=False, **config)  # fmt: skip
+                            tokenizer_type="tiny_random", hash_base_checkpoint=False,
+                            memory_mode=memory_mode, base_weight_storage=storage, **config)  # fmt: skip
     model = instantiate({"_target_": f"{Video2WorldModel.__module__}.Video2WorldModel", "config": cfg})
-    model.setup(device, seed=0)
+    model.setup(device, seed=0, latent_shape_T_H_W=shape)
+    extra["memory_mode"] = model.config.memory_mode
     model.init_ema()
     named = [(n, p) for n, p in model.net.named_parameters() if p.requires_grad]
     opt = build_optimizer([p for _, p in named], lr=2**-10)
@@ -166,11 +169,14 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
         measure_row = lambda: peer(size, shape, device, dtype, args.warmup, args.reps, args.lora_rank)  # noqa: E731
     else:
         set_attention_backend(row["backend"])
-        impl = f"ours r{args.lora_rank} ckpt={row['ckpt']} attn={attention_backend_for(device, net_dtype)}"
+        mode = f" mem={row['memory_mode']}" if row.get("memory_mode", "default") != "default" else ""
+        mode += f" weights={args.base_weight_storage}" if args.base_weight_storage != "bf16" else ""
         budget = args.selective_budget_gib if row["ckpt"] == "selective" else None
-        impl += f" keep<={budget:g}GiB" if budget is not None else ""
+        mode += f" keep<={budget:g}GiB" if budget is not None else ""
+        impl = f"ours r{args.lora_rank} ckpt={row['ckpt']}{mode} attn={attention_backend_for(device, net_dtype)}"
         measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
-                                   details, args.lora_rank, selective_checkpoint_budget_gib=budget)
+                                   details, args.lora_rank, row.get("memory_mode", "default"),
+                                   args.base_weight_storage, selective_checkpoint_budget_gib=budget)
     try:
         sec, peak = measure_row()
     except torch.OutOfMemoryError:
@@ -200,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lora_rank", type=int, default=16)
     ap.add_argument("--resolutions", default="480p,720p")
     ap.add_argument("--checkpointing", default="selective,full")
+    ap.add_argument("--memory_mode", default="default",
+                    help="comma list of model.config.memory_mode values to time ours under (docs/memory.md): "
+                         "default, offload_activations, stream_weights, low, auto")
+    ap.add_argument("--base_weight_storage", default="bf16", choices=("bf16", "fp8_e5m2", "fp8_e4m3"),
+                    help="model.config.base_weight_storage: fp8 storage of the frozen block weights (lossy)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--selective_budget_gib", type=float, default=None,
                     help="selective checkpointing keeps self-attention outputs of only this many GiB of blocks")
@@ -224,8 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         print("ROW " + json.dumps({**run_row(args, json.loads(args.row), device, size, dtype, details),
                                    "details": details}))  # fmt: skip
         return
-    plan = [{"resolution": res, "impl": "ours", "backend": b, "ckpt": c} for res in resolutions
-            for b, c in itertools.product(args.attn_backends.split(","), args.checkpointing.split(","))]
+    plan = [{"resolution": res, "impl": "ours", "backend": b, "ckpt": c, "memory_mode": m} for res in resolutions
+            for b, c, m in itertools.product(args.attn_backends.split(","), args.checkpointing.split(","),
+                                             args.memory_mode.split(","))]
     plan += [] if args.no_peer else [{"resolution": res, "impl": "peer"} for res in resolutions]
     isolate = args.isolate == "yes" or (args.isolate == "auto" and device.type == "cuda")
     rows = []
@@ -240,12 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
     print(f"\n{details}")
-    print(f"{'res':<6} {'implementation':<52} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
+    print(f"{'res':<6} {'implementation':<60} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
     for r in rows:
         sec = f"{r['s_per_step']:.3f}" if r["s_per_step"] is not None else "-"
         peak = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f}"
         reserved = f"{r['peak_reserved_gib']:.1f}" if r.get("peak_reserved_gib") else "-"
-        print(f"{r['resolution']:<6} {r['impl']:<52} {sec:>9} {peak:>9} {reserved:>9}")
+        print(f"{r['resolution']:<6} {r['impl']:<60} {sec:>9} {peak:>9} {reserved:>9}")
 
 
 if __name__ == "__main__":

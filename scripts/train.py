@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dryrun", action="store_true",
                         help="print the resolved config and the parameter counts of the network with its LoRA "
                              "adapters (built on the meta device: no weight is read, nothing is allocated), then exit")
+    parser.add_argument("--gpu_memory_gib", type=float, default=None,
+                        help="with --dryrun: plan the memory modes for a GPU of this size (default: this machine's "
+                             "GPU; docs/memory.md)")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of user errors too (same as COSMOS_DEBUG=1)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="Hydra overrides after `--`: experiment=NAME k=v")
@@ -98,19 +101,29 @@ def _run(args: argparse.Namespace) -> int:
     cfg = compose_config(args.config, args.opts)
     if args.dryrun:
         print(to_yaml(cfg))
-        return dryrun(cfg)
+        return dryrun(cfg, args.gpu_memory_gib)
     from cosmos_predict2.training.trainer import train
 
     train(cfg)
     return 0
 
 
-def dryrun(cfg) -> int:
-    """Build the network on the meta device, apply LoRA, print the guide's parameter lines; no weight is read."""
+def dryrun(cfg, gpu_memory_gib: float | None = None) -> int:
+    """Build the network on the meta device, apply LoRA, print the guide's parameter lines and the memory plan
+    (training/memory_plan.py: each memory mode's predicted peak and step time, the fastest that fits); no weight is
+    read."""
     from cosmos_predict2.configs.lazy import instantiate
+    from cosmos_predict2.training import memory_plan
 
     model = instantiate(cfg.model)  # validates model.config
     print("\n".join(model.parameter_report()))  # fails on LoRA targets that match nothing
+    latent = memory_plan.latent_shape_of(cfg)
+    if model.is_lora and latent is not None:
+        gib = gpu_memory_gib if gpu_memory_gib is not None else memory_plan.gpu_memory_gib()
+        host = memory_plan.host_memory_gib()
+        rows, chosen = model.memory_plan(latent, gib, host)
+        print(f"Latent size (T, H, W) per sample: {latent}")
+        print(memory_plan.format_plan(rows, gib, chosen, host))
     return 0
 
 

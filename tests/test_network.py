@@ -218,7 +218,7 @@ def test_bf16_forward_close_to_fp32():
     assert ((out - ref).norm() / ref.norm()) < 3e-2
 
 
-@pytest.mark.parametrize("mode", ["full", "selective"])
+@pytest.mark.parametrize("mode", ["full", "selective", "nested"])
 def test_activation_checkpointing_same_gradients(mode):
     x, t, ctx, cond, _ = _inputs(1)
     grads = []

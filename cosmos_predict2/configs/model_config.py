@@ -18,7 +18,17 @@ TRAIN_ARCHITECTURES = ("lora", "full", "base")
 PRECISIONS = ("bf16", "fp16", "fp32")
 TOKENIZER_TYPES = ("wan2.1", "tiny_random")
 RANDOM_INITS = ("random", "scratch")
-ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")  # nested: blocks and their sub-layers
+# docs/memory.md: where the checkpointed activations and the frozen base weights live during a step.
+# memory mode -> (activations offloaded to host memory, frozen block weights streamed from host memory)
+MEMORY_MODES = {
+    "default": (False, False),
+    "offload_activations": (True, False),
+    "stream_weights": (False, True),
+    "low": (True, True),
+}
+BASE_WEIGHT_STORAGE = ("bf16", "fp8_e5m2", "fp8_e4m3")  # "bf16": the base in model.config.precision as loaded
+AUTO_MEMORY_MODE = "auto"  # the memory planner (training/memory_plan.py) picks the fastest mode that fits
 
 DEFAULT_DIT_PATHS = {
     "2B": "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/model-720p-16fps.pt",
@@ -76,7 +86,9 @@ class Video2WorldModelConfig:
     text_dropout_rate: float = 0.2  # probability of zeroing a sample's whole text embedding
     loss_scale: float = 10.0
     precision: str = "bf16"  # dtype of the frozen base (LoRA) / of the autocast compute (full)
-    activation_checkpointing: str = "selective"  # "none", "full", "selective"
+    activation_checkpointing: str = "selective"  # "none", "full", "selective", "nested" (docs/memory.md)
+    memory_mode: str = "default"  # "default", "offload_activations", "stream_weights", "low" (both), "auto"
+    base_weight_storage: str = "bf16"  # LoRA: "fp8_e5m2"/"fp8_e4m3" keep frozen block Linear weights in fp8 (lossy)
     # selective: keep the self-attention outputs of only as many blocks as fit this many GiB (None: every block)
     selective_checkpoint_budget_gib: float | None = None
     natten: bool = False  # the sparse-attention (NATTEN) variant: base = model-720p-*-natten.pt (docs/reference.md §13)
@@ -86,6 +98,14 @@ class Video2WorldModelConfig:
     @property
     def is_lora(self) -> bool:
         return self.train_architecture == "lora"
+
+    @property
+    def offloads_activations(self) -> bool:
+        return MEMORY_MODES.get(self.memory_mode, (False, False))[0]
+
+    @property
+    def streams_weights(self) -> bool:
+        return MEMORY_MODES.get(self.memory_mode, (False, False))[1]
 
     def lora_spec(self) -> LoraSpec:
         return LoraSpec.from_model_config(self)
@@ -191,6 +211,18 @@ def _check(cfg: Video2WorldModelConfig) -> None:
           "selective_checkpoint_budget_gib", "must be a non-negative number of GiB (or null: keep every block's)")
     check(not cfg.natten or cfg.model_size in ("2B", "14B"), "natten",
           "the NATTEN variants exist for model_size 2B and 14B only")
+    check(cfg.memory_mode in (*MEMORY_MODES, AUTO_MEMORY_MODE), "memory_mode",
+          f"choose one of {(*MEMORY_MODES, AUTO_MEMORY_MODE)}")  # fmt: skip
+    check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.activation_checkpointing != "none", "memory_mode",
+          "offloading and weight streaming work on checkpointed blocks: set model.config.activation_checkpointing "
+          "to 'full' or 'selective'")  # fmt: skip
+    check(cfg.base_weight_storage in BASE_WEIGHT_STORAGE, "base_weight_storage", f"choose one of {BASE_WEIGHT_STORAGE}")
+    check(cfg.base_weight_storage == "bf16" or (cfg.is_lora and cfg.activation_checkpointing != "none"),
+          "base_weight_storage", "fp8 storage of the frozen weights needs model.config.train_architecture=lora and "
+          "activation_checkpointing 'full', 'selective' or 'nested'")  # fmt: skip
+    check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.is_lora or cfg.memory_mode == "offload_activations",
+          "memory_mode", "weight streaming keeps frozen base weights in host memory: it needs "
+          "model.config.train_architecture=lora")  # fmt: skip
     check(0 <= cfg.text_dropout_rate <= 1, "text_dropout_rate", "must lie in [0, 1]")
     check(0 <= cfg.high_sigma_ratio <= 1, "high_sigma_ratio", "must lie in [0, 1]")
     check(1 <= cfg.min_num_conditional_frames <= cfg.max_num_conditional_frames, "min_num_conditional_frames",
@@ -203,8 +235,10 @@ def _check(cfg: Video2WorldModelConfig) -> None:
 
 
 __all__ = [
+    "AUTO_MEMORY_MODE",
     "DEFAULT_DIT_PATHS",
     "EMAConfig",
+    "MEMORY_MODES",
     "ModelConfigError",
     "PipeConfig",
     "Video2WorldModelConfig",

@@ -22,8 +22,13 @@ from torch.utils.checkpoint import checkpoint
 from cosmos_predict2.networks.attention import FA4_ATTENTION_OP, attention
 from cosmos_predict2.networks.fused import maybe_fused
 from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
+from cosmos_predict2.networks.offload import ActivationOffload, in_backward
 
-ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+# "nested": every block checkpointed, and inside it each of its three sub-layers, so that the backward holds one
+# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~30 u instead of ~48 u), for a second
+# recompute of the linear layers of self- and cross-attention; self-attention itself still runs twice per step,
+# as with "full" (docs/memory.md).
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")
 
 
 class FrameSplit(Protocol):
@@ -327,16 +332,28 @@ class Block(nn.Module):
         adaln_lora_B_T_3D: torch.Tensor | None = None,
         repeat_after_self_attn: int = 1,
         video_size: tuple[int, int, int] | None = None,
+        checkpoint_sublayers: bool = False,
     ) -> torch.Tensor:
         """repeat_after_self_attn=k: x and emb hold B/k distinct rows and crossattn_emb all B; the rows are tiled
-        k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats)."""
+        k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats).
+        checkpoint_sublayers: each sub-layer in its own checkpoint (activation_checkpointing="nested")."""
 
-        def run(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
+        def sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
             B, T, S, D = x.shape
             shift, scale, gate = self._modulation(modulation_layer, emb, adaln_lora)
             h = norm_modulate(x, shift, scale)
             h = sublayer(h.reshape(B, T * S, D), **kwargs).reshape(B, T, S, D)
             return gated_residual(x, gate, h)
+
+        def run(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
+            if not (checkpoint_sublayers and torch.is_grad_enabled()):
+                return sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs)
+            if sublayer is self.self_attn and in_backward():
+                # The block's recompute keeps the self-attention output for this sub-layer's own recompute, which
+                # then redoes only the cheap layers around it; it is freed with this block's backward.
+                kwargs["context_fn"] = selective_checkpoint_context
+            return checkpoint(sublayer_step, sublayer, modulation_layer, x, emb, adaln_lora, use_reentrant=False,
+                              **kwargs)  # fmt: skip
 
         emb, adaln_lora = emb_B_T_D, adaln_lora_B_T_3D
         x = run(self.self_attn, self.adaln_modulation_self_attn, x_B_T_S_D, emb, adaln_lora, rope=rope,
@@ -407,6 +424,7 @@ class MiniTrainDIT(nn.Module):
         activation_checkpointing: str = "none",
         rope_angles_dtype: str = "float32",
         selective_checkpoint_budget_gib: float | None = None,
+        activation_offload: bool = False,
         natten_parameters: list[Mapping | None] | None = None,
         **unsupported,
     ) -> None:
@@ -431,6 +449,9 @@ class MiniTrainDIT(nn.Module):
             raise ValueError(f"model_channels={model_channels} is not divisible by num_heads={num_heads}")
         if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
+        if activation_offload and activation_checkpointing == "none":
+            raise ValueError("activation_offload keeps the checkpointed block inputs in host memory: it needs "
+                             "activation_checkpointing 'full', 'selective' or 'nested'")
 
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -441,6 +462,8 @@ class MiniTrainDIT(nn.Module):
         self.activation_checkpointing = activation_checkpointing
         # Selective checkpointing keeps the self-attention outputs of as many blocks as fit this budget (None: all).
         self.selective_checkpoint_budget_gib = selective_checkpoint_budget_gib
+        # Activation offload (networks/offload.py): the checkpointed block inputs wait in host memory.
+        self.activation_offload = ActivationOffload() if activation_offload else None
 
         embed_in_channels = in_channels + (1 if concat_padding_mask else 0)
         self.x_embedder = PatchEmbed(embed_in_channels, model_channels, patch_spatial, patch_temporal)
@@ -503,8 +526,14 @@ class MiniTrainDIT(nn.Module):
         if not torch.is_grad_enabled() or self.activation_checkpointing == "none":
             return block(*args, **kwargs)
         if self.activation_checkpointing == "selective" and index < self._blocks_keeping_attention(args[0]):
-            kwargs["context_fn"] = selective_checkpoint_context
-        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+            kwargs["context_fn"] = selective_checkpoint_context if self.activation_offload is None else (
+                lambda: self.activation_offload.selective_contexts(selective_checkpoint_context))
+        if self.activation_checkpointing == "nested":
+            kwargs["checkpoint_sublayers"] = True
+        if self.activation_offload is None:
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        with self.activation_offload.block():
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
 
     # --- forward -------------------------------------------------------------------------------------------
 

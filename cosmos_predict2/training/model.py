@@ -21,8 +21,11 @@ import torch
 from torch import nn
 
 from cosmos_predict2.configs.model_config import (
+    AUTO_MEMORY_MODE,
     DEFAULT_DIT_PATHS,
+    MEMORY_MODES,
     EMAConfig,
+    ModelConfigError,
     PipeConfig,
     Video2WorldModelConfig,
     model_config_dict,
@@ -44,9 +47,9 @@ from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
 
-# Network kwargs that change how a step runs, not what the network computes: not part of the recorded base.
-RUNTIME_NET_KWARGS = ("activation_checkpointing", "selective_checkpoint_budget_gib")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Network keywords that say how this run computes, not what the network is: not recorded as the adapter's base.
+RUNTIME_NET_KEYS = ("activation_checkpointing", "activation_offload", "selective_checkpoint_budget_gib")
 
 
 class ModelFileError(CheckpointError):
@@ -95,6 +98,7 @@ class Video2WorldModel(nn.Module):
     def net_kwargs(self) -> dict:
         kwargs = net_config(self.config.model_size, **dict(self.config.net))
         kwargs["activation_checkpointing"] = self.config.activation_checkpointing
+        kwargs["activation_offload"] = self.config.offloads_activations
         kwargs["selective_checkpoint_budget_gib"] = self.config.selective_checkpoint_budget_gib
         if self.config.natten:
             from cosmos_predict2.networks.neighborhood import natten_parameters_for
@@ -105,12 +109,17 @@ class Video2WorldModel(nn.Module):
     def _meta_net(self) -> nn.Module:
         return build_net(self.net_kwargs(), device="meta", dtype=torch.float32)
 
-    def check_trainable(self) -> tuple[int, int]:
-        """Build on the meta device, apply LoRA/freezing, and return (total, trainable) parameter counts.
-        Raises LoraConfigError for targets that match nothing or an empty trainable set; allocates nothing."""
+    def meta_net_with_adapters(self) -> nn.Module:
+        """The network with its LoRA adapters (and freezing) on the meta device: allocates nothing."""
         net = self._meta_net()
         if self.is_lora:
             add_lora(net, self.lora_spec)
+        return net
+
+    def check_trainable(self) -> tuple[int, int]:
+        """Build on the meta device, apply LoRA/freezing, and return (total, trainable) parameter counts.
+        Raises LoraConfigError for targets that match nothing or an empty trainable set; allocates nothing."""
+        net = self.meta_net_with_adapters()
         total, trainable = count_parameters(net), count_parameters(net, trainable_only=True)
         if trainable == 0:
             raise LoraConfigError(f"no trainable parameter with model.config.train_architecture="
@@ -140,21 +149,76 @@ class Video2WorldModel(nn.Module):
                      f"Trainable parameters: {trainable:,}")  # fmt: skip
         return lines
 
-    def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0) -> None:
+    def memory_plan(self, latent_T_H_W: tuple[int, int, int], gpu_memory_gib: float | None,
+                    host_memory_gib: float | None = None):  # fmt: skip
+        """(every memory mode's predicted peak and step time, fastest first; the fastest that fits or None)."""
+        from cosmos_predict2.training import memory_plan
+
+        weight_bytes = 2 if self.config.base_weight_storage == "bf16" else 1
+        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W, weight_bytes)
+        if _world_size() > 1:  # FSDP shards the weights (and cannot shard host-resident ones): no streaming
+            rows = [p for p in rows if not MEMORY_MODES[p.memory_mode][1]]
+        chosen = memory_plan.choose(rows, gpu_memory_gib, host_memory_gib) if gpu_memory_gib is not None else None
+        return rows, chosen
+
+    def resolve_memory_mode(self, latent_T_H_W: tuple[int, int, int] | None, gpu_memory_gib: float | None,
+                            host_memory_gib: float | None = None) -> None:  # fmt: skip
+        """memory_mode=auto: the fastest memory mode and checkpointing that the planner says fit (what `--dryrun`
+        names); the default mode without a GPU or a latent shape to plan for, the smallest plan if none fits."""
+        if self.config.memory_mode != AUTO_MEMORY_MODE:
+            return
+        chosen = None
+        if latent_T_H_W is not None and gpu_memory_gib is not None and self.is_lora:
+            rows, chosen = self.memory_plan(latent_T_H_W, gpu_memory_gib, host_memory_gib)
+            if chosen is None:
+                chosen = min(rows, key=lambda p: p.peak_gib)
+                log.warning(f"memory_mode=auto: no mode is predicted to fit {gpu_memory_gib:.0f} GiB; trying the "
+                            f"smallest ({chosen.peak_gib:.1f} GiB predicted)")  # fmt: skip
+        if chosen is None:
+            self.config.memory_mode = "default"
+        else:
+            self.config.memory_mode, self.config.activation_checkpointing = chosen.memory_mode, chosen.checkpointing
+        log.info(f"memory_mode=auto -> memory_mode={self.config.memory_mode}, "
+                 f"activation_checkpointing={self.config.activation_checkpointing}")  # fmt: skip
+
+    def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0,
+              latent_shape_T_H_W: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+        """latent_shape_T_H_W: the training latents' size, for memory_mode=auto (training/memory_plan.py)."""
         self.device, self.seed, self.rank = torch.device(device), seed, rank
         self._warn_unused_lora_fields()
         report = self.parameter_report()  # fail fast, before reading weights or touching the GPU
         for line in report[:-1]:
             log.info(line)
-        net = self._load_base(self._meta_net())
+        if self.config.memory_mode == AUTO_MEMORY_MODE:
+            from cosmos_predict2.training.memory_plan import gpu_memory_gib, host_memory_gib
+
+            self.resolve_memory_mode(latent_shape_T_H_W, gpu_memory_gib(self.device), host_memory_gib())
+        stream = self.config.streams_weights
+        if stream and _world_size() > 1:
+            raise ModelConfigError(f"model.config.memory_mode={self.config.memory_mode!r} streams weights from "
+                                   "host memory, which FSDP cannot shard: use it with one process")  # fmt: skip
+        # Streaming: a checkpoint is read into host memory, where the frozen block weights stay (docs/memory.md).
+        net = self._load_base(self._meta_net(), device=torch.device("cpu") if stream else self.device)
         net.requires_grad_(True)
         if self.is_lora:
             torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
             add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
+        if self.config.base_weight_storage != "bf16":
+            from cosmos_predict2.networks.fp8 import store_frozen_weights_fp8
+
+            n = store_frozen_weights_fp8(net, self.config.base_weight_storage)
+            log.info(f"{n} frozen block Linear weights stored as {self.config.base_weight_storage} (lossy)")
+        if stream:
+            from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+            apply_weight_streaming(net, self.device)
         self.net = net
         log.info(report[-1])
+        if self.config.memory_mode != "default":
+            log.info(f"Memory mode {self.config.memory_mode}: activations offloaded "
+                     f"{self.config.offloads_activations}, frozen block weights streamed {stream}")  # fmt: skip
 
-    def _load_base(self, net: nn.Module) -> nn.Module:
+    def _load_base(self, net: nn.Module, device: torch.device) -> nn.Module:
         """Base weights from dit_path (assigned into the meta network: one copy), or a seeded initialisation."""
         c = self.config
         # LoRA: the frozen base lives in the compute dtype. Full: fp32 master weights, compute under autocast.
@@ -166,7 +230,7 @@ class Video2WorldModel(nn.Module):
                     "(see the setup guide) or pass model.config.dit_path=<file> ('' trains from random weights)"
                 )
             log.info(f"Loading base weights from {c.dit_path}")
-            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(self.device)
+            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(device)
         from cosmos_predict2.networks.weights import initialize_weights, randomize_
 
         log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {self.seed})")
@@ -176,7 +240,7 @@ class Video2WorldModel(nn.Module):
         else:
             net = net.to_empty(device="cpu")
             (randomize_ if c.random_init == "random" else initialize_weights)(net, self.seed)
-        return net.to(base_dtype).to(self.device)
+        return net.to(base_dtype).to(device)
 
     def init_ema(self) -> None:
         """Create the EMA of the trainable weights. Called after parallelisation, so the shadows have the same
@@ -196,7 +260,7 @@ class Video2WorldModel(nn.Module):
         if self._base_sha256 is None and is_file and c.hash_base_checkpoint:
             self._base_sha256 = cached_file_sha256(c.dit_path)
         info = {"model_size": c.model_size, "dit_path": c.dit_path, "sha256": self._base_sha256 or "",
-                "net_config": {k: v for k, v in self.net_kwargs().items() if k not in RUNTIME_NET_KWARGS}}
+                "net_config": {k: v for k, v in self.net_kwargs().items() if k not in RUNTIME_NET_KEYS}}
         if c.dit_path:
             info["dit_path_abs"] = str(Path(c.dit_path).resolve())
         if is_file:
@@ -332,6 +396,11 @@ class Video2WorldModel(nn.Module):
                     f"{source} was trained on base weights {base.get('dit_path')} (sha256 {recorded[:12]}...) but "
                     f"model.config.dit_path={c.dit_path} has sha256 {current[:12]}...; resume with the same base"
                 )
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _load_full_net(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -50,6 +50,7 @@ from cosmos_predict2.training.checkpointer import (
 )
 from cosmos_predict2.training.data import build_train_loader
 from cosmos_predict2.training.lock import JobLock, JobLockedError, command_line
+from cosmos_predict2.training.memory_plan import latent_shape_of
 from cosmos_predict2.training.monitors import Monitor, MonitorContext, StepStats, build_monitors
 from cosmos_predict2.training.optim import build_lr_scheduler, clip_gradients, lr_of
 
@@ -135,7 +136,8 @@ def build(cfg: DictConfig, proc: ProcessInfo, job_dir: Path) -> Run:
     # text dropout: the training step is seeded with the data-parallel rank, not the global one.
     dp_rank, dp_size = parallel.dp_rank_and_size(cp_size)
     model = instantiate(cfg.model)
-    model.setup(proc.device, seed=seed, rank=dp_rank)  # raises LoRA/config errors before any weight is read
+    model.setup(proc.device, seed=seed, rank=dp_rank,  # raises LoRA/config errors before any weight is read
+                latent_shape_T_H_W=latent_shape_of(cfg))  # for memory_mode=auto
     model.net = parallel.parallelize_net(model.net, fsdp_shard_size=int(model.config.fsdp_shard_size),
                                          context_parallel_size=cp_size)  # fmt: skip
     model.init_ema()

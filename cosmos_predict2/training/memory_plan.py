@@ -1,0 +1,226 @@
+"""The memory planner: predicted peak GPU memory and step time of a LoRA training step for each memory mode and
+activation-checkpointing mode (docs/memory.md), from parameter counts (a meta-device network: nothing is
+allocated) and the activation bytes per block. `--dryrun` prints the table; `model.config.memory_mode=auto`
+takes the fastest mode that fits.
+
+The model, per step of batch 1 (u = one block input [L, D] in the compute dtype, L = T * H/2 * W/2 tokens):
+  peak = frozen weights on the GPU + 20 B per trainable parameter (fp32 weight, grad, two AdamW moments, EMA)
+         + the saved block inputs (N u) + the self-attention outputs selective checkpointing keeps (N u), both
+         none when offloaded + one block's recompute + backward working set (WORKING_SET_U u).
+  time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
+         low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
+Calibrated on the rows measured on one H200 (BENCHMARKS.md, `MEASURED` below): every peak within 2%, every time
+within 4%. Everything else (other resolutions, the offload/streaming modes, other GPUs) is a prediction; the step
+time is the H200's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from cosmos_predict2.configs.model_config import MEMORY_MODES
+
+GIB = 2**30
+# One block's recompute + backward working set in units of u, fitted on the five measured peaks (45.9-48.0 u):
+# the block's saved tensors for its own backward, half of them PEFT's fp32 copies of each adapted layer's input.
+WORKING_SET_U = 47.5
+# Nested checkpointing (networks/dit.py) holds one sub-layer's tensors at a time plus the three sub-layer inputs and
+# the kept self-attention output: an estimate from the tensors each sub-layer saves, NOT calibrated (no measured row).
+WORKING_SET_NESTED_U = 30.0
+TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, EMA shadow
+# Effective H200 rates fitted on the measured step times (not hardware peaks: the elementwise term absorbs
+# LayerNorm/RMSNorm/RoPE/GELU and PEFT's casts, which scale with the activation bytes).
+R_LINEAR = 700e12  # FLOP/s
+R_ATTENTION = 582e12  # FLOP/s
+R_ELEMENTWISE = 9.18e9  # activation bytes per second of per-element work
+HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction
+# A plan fits when peak allocated * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= the GPU's memory: the caching allocator
+# reserved 1.11-1.30x the allocated peak in the measured rows.
+ALLOCATOR_HEADROOM = 1.25
+CUDA_CONTEXT_GIB = 1.0
+PINNED_ROUNDING = 1.25  # a 0.8 GiB block input takes a 1 GiB pinned block
+HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data loader and Python need the rest)
+CHECKPOINTING = ("selective", "full", "nested")
+TEXT_TOKENS = 512
+
+# The measured rows the constants are calibrated on: (size, rank, latent T,H,W, checkpointing, attention outputs
+# kept per block under selective checkpointing, s/step, peak allocated GiB). The 14B 480p selective row was taken
+# before selective checkpointing stopped keeping cross-attention outputs (two outputs per block then).
+LATENT_720P, LATENT_480P = (24, 88, 160), (24, 54, 96)
+MEASURED = [
+    ("2B", 16, LATENT_720P, "selective", 1, 14.199, 37.6),
+    ("2B", 16, LATENT_480P, "selective", 1, 2.871, 16.4),
+    ("14B", 32, LATENT_720P, "full", 1, 59.974, 96.7),
+    ("14B", 32, LATENT_480P, "selective", 2, 11.283, 74.9),
+    ("14B", 32, LATENT_480P, "full", 1, 12.487, 53.8),
+]
+
+
+@dataclass(frozen=True)
+class NetCounts:
+    """What the planner needs of a network with its LoRA adapters (counted on the meta device)."""
+
+    num_blocks: int
+    dim: int
+    mlp_dim: int
+    frozen_block: int  # frozen parameters of one block (the streamed ones)
+    frozen_rest: int  # frozen parameters outside the blocks
+    trainable: int
+    patch_spatial: int = 2
+
+    @classmethod
+    def of(cls, net: torch.nn.Module) -> NetCounts:
+        frozen_blocks = [sum(p.numel() for p in b.parameters() if not p.requires_grad) for b in net.blocks]
+        frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+        block = net.blocks[0]
+        return cls(num_blocks=len(net.blocks), dim=net.model_channels, mlp_dim=block.mlp.layer1.out_features,
+                   frozen_block=max(frozen_blocks), frozen_rest=frozen - sum(frozen_blocks),
+                   trainable=sum(p.numel() for p in net.parameters() if p.requires_grad),
+                   patch_spatial=net.patch_spatial)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Prediction:
+    memory_mode: str
+    checkpointing: str
+    peak_gib: float
+    s_per_step: float
+    host_gib: float  # pinned host memory the mode holds
+
+    def fits(self, gpu_memory_gib: float, host_memory_gib: float | None = None) -> bool:
+        """GPU: peak with the allocator's headroom; host (when known): the pinned buffers, rounded up to powers
+        of two by PyTorch's pinned allocator, within HOST_FRACTION of the machine's memory."""
+        host_ok = host_memory_gib is None or self.host_gib * PINNED_ROUNDING <= HOST_FRACTION * host_memory_gib
+        return host_ok and self.peak_gib * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= gpu_memory_gib
+
+
+def tokens(counts: NetCounts, latent_T_H_W: tuple[int, int, int]) -> int:
+    T, H, W = latent_T_H_W
+    return T * (H // counts.patch_spatial) * (W // counts.patch_spatial)
+
+
+def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
+                     kept_per_block: int = 1, dtype_bytes: int = 2, ahead: int = 1,
+                     block_weight_bytes: int = 2) -> float:  # fmt: skip
+    """Peak allocated GPU memory of one LoRA step. kept_per_block: attention outputs selective checkpointing keeps
+    per block (1: self-attention, the current policy); block_weight_bytes: 1 with fp8 storage of the frozen block
+    weights (networks/fp8.py)."""
+    offload, stream = MEMORY_MODES[memory_mode]
+    u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
+    blocks_on_gpu = min(ahead + 1, counts.num_blocks) if stream else counts.num_blocks
+    weights = counts.frozen_rest * dtype_bytes + blocks_on_gpu * counts.frozen_block * block_weight_bytes
+    kept = kept_per_block if checkpointing == "selective" else 0
+    saved = 0 if offload else counts.num_blocks * (1 + kept) * u
+    working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
+    # offload: the block's input and kept outputs copied back, and the next block's (prefetched)
+    working = (working_u + (2 * (1 + kept) if offload else 0)) * u
+    return (weights + counts.trainable * TRAINABLE_BYTES + saved + working) / GIB
+
+
+def _flops(counts: NetCounts, L: int) -> tuple[float, float]:
+    """(token-linear, attention) forward FLOPs of the blocks: q/k/v/output, cross q/output, the MLP; QK^T and PV."""
+    D, N = counts.dim, counts.num_blocks
+    linear = 2 * L * (6 * D * D + 2 * D * counts.mlp_dim) * N
+    attention = 4 * L * (L + TEXT_TOKENS) * D * N
+    return linear, attention
+
+
+def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
+                    dtype_bytes: int = 2) -> float:  # fmt: skip
+    """One step: forward, the recompute (selective keeps self-attention), the backward (frozen linears: input
+    gradient only; attention: ~2.5x its forward). Nested checkpointing recomputes the attention sub-layers' linear
+    layers (6 of the 14 D^2 per token) and their elementwise work once more."""
+    L = tokens(counts, latent_T_H_W)
+    linear, attention = _flops(counts, L)
+    D = counts.dim
+    recomputes_attention = checkpointing in ("full", "nested")
+    linear_passes = 3 + (6 * D * D / (6 * D * D + 2 * D * counts.mlp_dim) if checkpointing == "nested" else 0)
+    act_bytes = L * counts.dim * counts.num_blocks * dtype_bytes
+    elementwise_passes = {"selective": 2.5, "full": 3.0, "nested": 3.5}[checkpointing]
+    compute = (linear_passes * linear / R_LINEAR + (4.5 if recomputes_attention else 3.5) * attention / R_ATTENTION
+               + elementwise_passes * act_bytes / R_ELEMENTWISE)  # fmt: skip
+    offload, stream = MEMORY_MODES[memory_mode]
+    # Copies overlap compute; a phase (forward 1/3, recompute + backward 2/3) is at least as long as its copies.
+    per_pass = (act_bytes if offload else 0) + (counts.frozen_block * counts.num_blocks * dtype_bytes if stream else 0)
+    link = per_pass / (HOST_LINK_GBPS * 1e9)
+    return max(compute / 3, link) + max(2 * compute / 3, link)
+
+
+def predict(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
+            dtype_bytes: int = 2, block_weight_bytes: int = 2) -> Prediction:  # fmt: skip
+    offload, stream = MEMORY_MODES[memory_mode]
+    u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
+    kept = 1 if checkpointing == "selective" else 0
+    host = (counts.num_blocks * (1 + kept) * u if offload else 0) + (
+        counts.num_blocks * counts.frozen_block * block_weight_bytes if stream else 0)
+    peak = predict_peak_gib(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes=dtype_bytes,
+                            block_weight_bytes=block_weight_bytes)  # fmt: skip
+    return Prediction(memory_mode, checkpointing, peak,
+                      predict_seconds(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes), host / GIB)
+
+
+def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int], block_weight_bytes: int = 2) -> list[Prediction]:
+    """Every memory mode x checkpointing mode, fastest first."""
+    rows = [predict(counts, latent_T_H_W, c, m, block_weight_bytes=block_weight_bytes)
+            for m in MEMORY_MODES for c in CHECKPOINTING]  # fmt: skip
+    return sorted(rows, key=lambda p: p.s_per_step)
+
+
+def choose(rows: list[Prediction], gpu_memory_gib: float, host_memory_gib: float | None = None) -> Prediction | None:
+    """The fastest plan that fits (None: nothing does)."""
+    fitting = [p for p in rows if p.fits(gpu_memory_gib, host_memory_gib)]
+    return min(fitting, key=lambda p: p.s_per_step) if fitting else None
+
+
+# --- the experiment ----------------------------------------------------------------------------------------------
+
+
+def latent_shape_of(cfg) -> tuple[int, int, int] | None:
+    """Latent (T, H, W) of the training clips of a composed config: 4k+1 frames -> k+1 latent frames, 8x spatial.
+    None for a dataset that does not say (e.g. cached latents of any size)."""
+    try:
+        dataset = cfg.dataloader_train.dataset
+        h, w = (int(v) for v in dataset.video_size)
+        return 1 + (int(dataset.num_frames) - 1) // 4, h // 8, w // 8
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def gpu_memory_gib(device: torch.device | str | None = None) -> float | None:
+    """Total memory of the (current) CUDA GPU, None without one."""
+    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / GIB
+
+
+def host_memory_gib() -> float | None:
+    """This machine's memory (where the pinned buffers of the offload and streaming modes live)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Prediction | None,
+                host_memory_gib: float | None = None) -> str:  # fmt: skip
+    where = f"a {gpu_memory_gib:.0f} GiB GPU" if gpu_memory_gib else "no GPU given (--gpu_memory_gib)"
+    where += f" and {host_memory_gib:.0f} GiB of host memory" if host_memory_gib else ""
+    lines = [f"Memory plan (predicted, docs/memory.md; s/step on one H200) for {where}:",
+             f"  {'memory_mode':<20} {'checkpointing':<13} {'peak GiB':>9} {'s/step':>8} {'host GiB':>9} fits"]
+    for p in rows:
+        fits = "-" if gpu_memory_gib is None else ("yes" if p.fits(gpu_memory_gib, host_memory_gib) else "no")
+        lines.append(f"  {p.memory_mode:<20} {p.checkpointing:<13} {p.peak_gib:>9.1f} {p.s_per_step:>8.2f} "
+                     f"{p.host_gib:>9.1f} {fits}")  # fmt: skip
+    if gpu_memory_gib is not None:
+        lines.append(f"Fastest mode that fits: model.config.memory_mode={chosen.memory_mode} "
+                     f"model.config.activation_checkpointing={chosen.checkpointing}" if chosen is not None
+                     else "Fastest mode that fits: none (no memory mode fits this GPU)")  # fmt: skip
+    return "\n".join(lines)
+
+
+__all__ = ["MEASURED", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib", "host_memory_gib",
+           "latent_shape_of",
+           "plan", "predict", "predict_peak_gib", "predict_seconds"]

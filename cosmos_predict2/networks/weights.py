@@ -53,21 +53,25 @@ def check_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
 
 
 def assign_state_dict(
-    net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype | None = None
+    net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Check, then put the tensors into `net` (built on meta or real memory) without a second copy."""
+    """Check, then put the tensors into `net` (built on meta or real memory) without a second copy. `device`: each
+    tensor is moved (and cast) there one at a time, so a memory-mapped file never becomes a whole second copy in
+    host memory (a 14B fp32 cast of the bf16 file would be 57 GB of host RAM)."""
     check_state_dict(net, state_dict, source)
     params = {name: p for name, p in net.named_parameters()}
     converted = {}
     for name, value in state_dict.items():
         target_dtype = dtype or (params[name].dtype if name in params else value.dtype)
-        converted[name] = value.to(target_dtype)
+        converted[name] = value.to(device=device or value.device, dtype=target_dtype)
     net.load_state_dict(converted, strict=True, assign=True)
     return net
 
 
 def load_reference_weights(
-    net: nn.Module, path: str | Path, prefix: str = "net.", dtype: torch.dtype | None = None
+    net: nn.Module, path: str | Path, prefix: str = "net.", dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
     """Load a reference-format `.pt` (flat dict, `net.`/`net_ema.` keys) into `net`, which may live on meta."""
     state = safe_load(path)
@@ -78,7 +82,7 @@ def load_reference_weights(
     sd = extract_prefixed(state, prefix)
     if not sd and prefix == "net." and any(k.startswith("net_ema.") for k in state):
         sd = extract_prefixed(state, "net_ema.")
-    return assign_state_dict(net, sd, f"{path} (prefix {prefix!r})", dtype=dtype)
+    return assign_state_dict(net, sd, f"{path} (prefix {prefix!r})", dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,19 +200,22 @@ def read_diffusers_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(single))
 
 
-def load_diffusers_weights(net: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
+def load_diffusers_weights(net: nn.Module, path: str | Path, dtype: torch.dtype | None = None,
+                           device: torch.device | str | None = None) -> nn.Module:
     sd = from_diffusers_state_dict(read_diffusers_state_dict(path))
-    return assign_state_dict(net, sd, str(path), dtype=dtype)
+    return assign_state_dict(net, sd, str(path), dtype=dtype, device=device)
 
 
 def load_dit_weights(
-    net: nn.Module, path: str | Path, dtype: torch.dtype | None = None, prefix: str = "net."
+    net: nn.Module, path: str | Path, dtype: torch.dtype | None = None, prefix: str = "net.",
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Load either format, chosen by what `path` is (a `.pt` file, or safetensors / a diffusers folder)."""
+    """Load either format, chosen by what `path` is (a `.pt` file, or safetensors / a diffusers folder), tensor by
+    tensor onto `device` (default: where the file's tensors are, memory-mapped host memory)."""
     path = Path(path)
     if path.suffix in (".pt", ".pth"):
-        return load_reference_weights(net, path, prefix=prefix, dtype=dtype)
-    return load_diffusers_weights(net, path, dtype=dtype)
+        return load_reference_weights(net, path, prefix=prefix, dtype=dtype, device=device)
+    return load_diffusers_weights(net, path, dtype=dtype, device=device)
 
 
 def randomize_(net: nn.Module, seed: int = 0) -> nn.Module:

@@ -230,7 +230,7 @@ class Video2WorldModel(nn.Module):
                     "(see the setup guide) or pass model.config.dit_path=<file> ('' trains from random weights)"
                 )
             log.info(f"Loading base weights from {c.dit_path}")
-            return load_dit_weights(net, c.dit_path, dtype=base_dtype).to(device)
+            return load_dit_weights(net, c.dit_path, dtype=base_dtype, device=device)
         from cosmos_predict2.networks.weights import initialize_weights, randomize_
 
         log.info(f"model.config.dit_path is empty: {c.random_init} initialisation (seed {self.seed})")

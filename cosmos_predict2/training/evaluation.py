@@ -138,7 +138,11 @@ class Evaluator:
             from cosmos_predict2.training.data import SeededDataset
 
             item = SeededDataset(self.clips.dataset)[(self.clips.indices[k], self.s.seed * 1_000_003 + k)]
-            self._batches[k] = default_collate([item])
+            batch = default_collate([item])
+            if "latents" not in batch:  # encode once, not once per sigma (the VAE dominates small evaluations)
+                with torch.no_grad():
+                    batch["latents"] = self.model.get_latents(batch)
+            self._batches[k] = batch
         return self._batches[k]
 
     def sigmas(self) -> list[float]:
@@ -359,6 +363,70 @@ def run_evaluation(ev: Evaluator, iteration: int, base: BaseReference | None, ou
     return record, sheet
 
 
+def metrics_plot(path: Path, records: list[dict], keys: tuple[str, ...] = ("val/loss", "val/psnr", "val/ssim"),
+                 title: str = "") -> Path:
+    """One panel per metric against iteration (matplotlib when installed, else Pillow); base values dashed."""
+    panels = [(k, [(r["iteration"], r[k]) for r in records if isinstance(r.get(k), float) and math.isfinite(r[k])])
+              for k in keys]  # fmt: skip
+    panels = [(k, pts, next((r[f"{k}_base"] for r in records if f"{k}_base" in r), None)) for k, pts in panels if pts]
+    if not panels:
+        raise ValueError("metrics_plot: no finite values to plot")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _pil_plot(path, panels, title)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, (key, pts, base) in zip(axes[0], panels):
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", label="current")
+        if base is not None:
+            ax.axhline(base, linestyle="--", color="grey", label="base")
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pil_plot(path: Path, panels: list, title: str) -> Path:
+    from PIL import Image, ImageDraw
+
+    pw, ph, m = 320, 220, 44
+    img = Image.new("RGB", (pw * len(panels), ph + 20), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 2), title, fill="black")
+    for n, (key, pts, base) in enumerate(panels):
+        ox, values = n * pw, [y for _, y in pts] + ([base] if base is not None else [])
+        x0, x1 = min(x for x, _ in pts), max(max(x for x, _ in pts), min(x for x, _ in pts) + 1)
+        y0, y1 = min(values), max(max(values), min(values) + 1e-9)
+
+        def px(x: float, y: float, ox: int = ox, x0: float = x0, x1: float = x1, y0: float = y0,
+               y1: float = y1) -> tuple[float, float]:  # fmt: skip
+            return ox + m + (x - x0) / (x1 - x0) * (pw - m - 10), 20 + ph - m + (y0 - y) / (y1 - y0) * (ph - m - 20)
+
+        draw.rectangle([ox + m, 40, ox + pw - 10, 20 + ph - m], outline="black")
+        draw.text((ox + m, 24), key, fill="black")
+        for y in (y0, y1):
+            draw.text((ox + 2, px(x0, y)[1] - 6), f"{y:.4g}", fill="black")
+        for x in (x0, x1):
+            draw.text((px(x, y0)[0] - 8, 20 + ph - m + 4), f"{x:g}", fill="black")
+        if base is not None:
+            draw.line([px(x0, base), px(x1, base)], fill=(150, 150, 150), width=1)
+        draw.line([px(x, y) for x, y in pts] * (1 if len(pts) > 1 else 2), fill=(30, 90, 200), width=2)
+        for x, y in pts:
+            cx, cy = px(x, y)
+            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=(30, 90, 200))
+    img.save(path)
+    return path
+
+
 class ValidationMonitor(Monitor):
     """Runs `run_evaluation` at every multiple of validation_iter (after that iteration's checkpoint is saved),
     appends eval.jsonl, updates best_checkpoint.txt and asks the loop to stop after `patience` evaluations
@@ -470,5 +538,5 @@ def build_validation_monitor(ctx: MonitorContext, options: dict) -> ValidationMo
 
 
 __all__ = ["BaseReference", "Evaluator", "ValidationMonitor", "ValidationSettings", "best_record",
-           "build_validation_monitor", "contact_sheet", "evaluation_weights", "psnr", "read_eval_log",
+           "build_validation_monitor", "contact_sheet", "evaluation_weights", "metrics_plot", "psnr", "read_eval_log",
            "run_evaluation", "sigma_quantiles", "ssim"]

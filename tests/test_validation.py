@@ -193,3 +193,12 @@ def test_psnr_and_ssim_closed_forms():
     assert 0 < ssim(x, noisy) < 1 and ssim(x, 255 - x) < 0  # anti-correlated structure: negative
     mse = float(((x.astype(float) - noisy) ** 2).mean())
     assert psnr(x, noisy) == pytest.approx(10 * math.log10(255**2 / mse))
+
+
+def test_validation_benchmark_smoke(tmp_path, monkeypatch):
+    from benchmarks.bench_validation import main
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    result = main(["--model_size", "tiny"])
+    assert 0 < result["evaluation_fraction_of_training"] and result["generation_s"] > 0
+    assert json.loads((tmp_path / "bench_validation.json").read_text())["model"] == "tiny"

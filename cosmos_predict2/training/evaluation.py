@@ -292,6 +292,7 @@ class BaseReference:
         return self.metrics is not None
 
     def compute(self, generate: bool) -> None:
+        t0 = time.perf_counter()
         metrics = self.ev.validation_loss(base=True)
         videos = []
         if generate:
@@ -302,7 +303,8 @@ class BaseReference:
             paths = [write_mp4(self.folder / f"{stem}.mp4", frames, self.ev.s.fps) for stem, _, frames in videos]
             record = {"fingerprint": self.fingerprint(), "metrics": metrics, "videos": paths}
             atomic_write_text(self.folder / "base.json", json.dumps(record, indent=1) + "\n")
-        log.info("Validation of the base model: " + _describe(metrics))
+        log.info(f"Validation of the base model: {_describe(metrics)} ({time.perf_counter() - t0:.1f} s, loading "
+                 "included)")  # fmt: skip
 
     def prepare(self, can_compute: bool, generate: bool) -> None:
         if not self.load() and can_compute:

@@ -117,8 +117,21 @@ def evaluation_weights(model, base: bool = False):
             finally:
                 if base:
                     set_lora_scale(net, 1.0)
+                _reshard(net)  # before the EMA context puts the trained weights back into the sharded parameters
     finally:
         net.train(was_training)
+
+
+def _reshard(net) -> None:
+    """FSDP2 keeps the root's parameters unsharded after a forward without backward (it expects the backward to
+    need them): shard them again, so parameters are the DTensors the EMA and the optimizer hold."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return
+    for module in net.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 class Evaluator:

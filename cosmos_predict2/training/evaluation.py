@@ -155,6 +155,7 @@ class Evaluator:
             if "latents" not in batch:  # encode once, not once per sigma (the VAE dominates small evaluations)
                 with torch.no_grad():
                     batch["latents"] = self.model.get_latents(batch)
+                del batch["video"]  # 250 MB of uint8 per 93-frame 720p clip: generations re-read the frames
             self._batches[k] = batch
         return self._batches[k]
 

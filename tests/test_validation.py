@@ -203,3 +203,16 @@ def test_validation_benchmark_smoke(tmp_path, monkeypatch):
     assert 0 < result["evaluation_fraction_of_training"] and result["generation_s"] > 0
     assert json.loads((tmp_path / "bench_validation.json").read_text())["model"] == "tiny"
 
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.run_validation=true"], "needs a validation set: add dataloader_val=heldout"),
+    (["dataloader_val=heldout", "dataloader_val.fraction=1.5"], "dataloader_val.fraction=1.5: expected a number"),
+    (["dataloader_val=heldout", "trainer.validation.best_metric=val/lpips"], "best_metric='val/lpips'"),
+    (["trainer.validation_iter=0"], "trainer.validation_iter=0: expected a positive integer"),
+])  # fmt: skip
+def test_validation_settings_are_checked_when_composing(overrides, message):
+    from cosmos_predict2.configs.compose import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        compose_config(CONFIG, [f"experiment={LORA}", *overrides])

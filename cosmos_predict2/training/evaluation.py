@@ -542,9 +542,9 @@ def build_validation_monitor(ctx: MonitorContext, options: dict) -> ValidationMo
     cfg, run = ctx.cfg, ctx.run
     settings = ValidationSettings.from_config(cfg.trainer, **options)
     clips = validation_clips(cfg.dataloader_val, cfg.dataloader_train.get("dataset"), run.dataset, settings.max_clips)
-    if clips is None or len(clips) == 0:
-        raise ValueError("trainer.run_validation=true needs a validation set: add dataloader_val=heldout (a held-out "
-                         "part of the training folder) or dataloader_val=heldout dataloader_val.dataset_dir=DIR")
+    if clips is None or len(clips) == 0:  # composing the config already refuses run_validation without a set
+        raise ValueError(f"trainer.run_validation=true but dataloader_val gives no validation clip: "
+                         f"{cfg.dataloader_val}")  # fmt: skip
     log.info(f"Validation: {len(clips)} clip(s) ({', '.join(clips.stems[:4])}{' ...' if len(clips) > 4 else ''}) "
              f"every {settings.validation_iter} iterations")  # fmt: skip
     tensorboard = bool(((cfg.trainer.get("callbacks") or {}).get("tensorboard") or {}).get("enabled", True))

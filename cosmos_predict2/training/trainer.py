@@ -4,7 +4,8 @@
 
 Order of work in `build` (why): config/LoRA errors first (meta device, nothing allocated) -> weights ->
 parallelisation (cosmos_predict2.parallel, from outside the network) -> EMA/optimizer/scheduler -> resume -> data.
-The loop then reads: next batch -> `train_step` -> monitors -> checkpoint. One process works without
+The loop then reads: next batch -> `train_step` -> monitors -> checkpoint -> monitors' `after_step` (validation,
+training/evaluation.py) -> their `should_stop` (early stopping). One process works without
 torch.distributed; under torchrun every rank runs the same loop.
 
 Faults (docs/troubleshooting.md, "Training" and "Interrupted runs and damaged checkpoints"):

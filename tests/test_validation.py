@@ -131,12 +131,14 @@ def test_resume_neither_repeats_nor_skips_an_evaluation(dataset_dir, trained, tm
 def test_early_stopping_after_patience_evaluations(dataset_dir, tmp_path):
     # lr 0: the weights (and so the validation loss) never change, so no evaluation after the first is better.
     cfg = make_cfg(dataset_dir, tmp_path, "trainer.max_iter=20", "optimizer.lr=0", "trainer.validation.patience=2",
-                   "trainer.validation.generate_every=0")  # fmt: skip
+                   "trainer.validation.generate_every=0", "trainer.validation_iter=1", "checkpoint.save_iter=10")
     result = train(cfg)
     job = job_dir_of(cfg)
-    assert result.final_iteration == 6 and [r["iteration"] for r in records(job)] == [2, 4, 6]
-    assert (job / "checkpoints" / "latest_checkpoint.txt").read_text() == "iter_000000006.pt\n"
-    assert (job / "checkpoints" / "best_checkpoint.txt").read_text() == "iter_000000002.pt\n"
+    assert result.final_iteration == 3 and [r["iteration"] for r in records(job)] == [1, 2, 3]
+    # The stop saves a checkpoint (iteration 3 is no multiple of save_iter); 1 and 2 have none to name.
+    assert (job / "checkpoints" / "latest_checkpoint.txt").read_text() == "iter_000000003.pt\n"
+    assert [r["checkpoint"] for r in records(job)] == [None, None, None]
+    assert not (job / "checkpoints" / "best_checkpoint.txt").exists()
 
 
 def test_a_crash_in_evaluation_keeps_the_checkpoint(dataset_dir, tmp_path, monkeypatch, caplog):

@@ -321,8 +321,13 @@ class BaseReference:
                  "included)")  # fmt: skip
 
     def prepare(self, can_compute: bool, generate: bool) -> None:
-        if not self.load() and can_compute:
+        if self.load():
+            return
+        if can_compute:
             self.compute(generate)
+        else:
+            log.info(f"Validation: no base-model reference in {self.folder} and the weights are no longer the base "
+                     "(full fine-tuning resumed): evaluations report no Δ")  # fmt: skip
 
     def base_frames(self, k: int, like: np.ndarray) -> np.ndarray | None:
         """The base generation of clip k: in memory when computed by this process, else read back from its mp4."""

@@ -218,3 +218,12 @@ def test_validation_settings_are_checked_when_composing(overrides, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         compose_config(CONFIG, [f"experiment={LORA}", *overrides])
+
+
+def test_a_separate_validation_folder_holds_nothing_out(dataset_dir, tmp_path):
+    other = make_dataset(tmp_path / "other", {"v0": 9, "v1": 9}, 64, 64)
+    cfg = compose_config(CONFIG, [f"experiment={LORA}", f"dataloader_train.dataset.dataset_dir={dataset_dir}",
+                                  f"dataloader_val.dataset_dir={other}", "trainer.run_validation=true"])  # fmt: skip
+    assert split_of(cfg.dataloader_val) is None  # every training clip trains
+    clips = validation_clips(cfg.dataloader_val, cfg.dataloader_train.dataset, None)
+    assert clips.stems == ["v0", "v1"] and clips.videos[0] == other / "videos" / "v0.mp4"

@@ -297,9 +297,9 @@ def check_config(cfg: DictConfig) -> None:
 def _check_validation(tree: dict) -> None:
     """`trainer.run_validation` needs a validation set; the held-out fraction and the best metric must be usable."""
     trainer, val = tree.get("trainer") or {}, tree.get("dataloader_val") or {}
-    if trainer.get("run_validation") and not val.get("enabled"):
+    if trainer.get("run_validation") and not (val.get("enabled") or val.get("dataset_dir")):
         raise ConfigError("trainer.run_validation=true needs a validation set: add dataloader_val=heldout (a held-out "
-                          "part of the training folder) or dataloader_val=heldout dataloader_val.dataset_dir=DIR")
+                          "part of the training folder) or dataloader_val.dataset_dir=DIR (a separate folder)")
     fraction = val.get("fraction")
     if val.get("enabled") and not val.get("dataset_dir") and not (isinstance(fraction, float) and 0 < fraction < 1):
         raise ConfigError(f"dataloader_val.fraction={fraction!r}: expected a number in (0, 1), the share of the "

@@ -2,8 +2,8 @@
 
     dataloader_val=mock                      no validation set (the guide's default)
     dataloader_val=heldout                   a held-out fraction of the training folder (`fraction`, default 0.1)
-    dataloader_val=heldout dataloader_val.dataset_dir=DIR   a separate folder, read with the training dataset's
-                                             settings (frames, size, cached latents); nothing is held out
+    dataloader_val.dataset_dir=DIR           a separate folder, read with the training dataset's settings
+                                             (frames, size, cached latents); nothing is held out
 
 Which clips are held out depends only on each clip's file stem: a clip is held out when the first 8 bytes of
 sha256("cosmos-heldout-v1:" + stem), read as a fraction of 2^64, are below `fraction`. So the split is the same in
@@ -88,10 +88,15 @@ def _plain(node: Any) -> dict:
     return dict(node or {})
 
 
+def has_validation_set(dataloader_val: Mapping | None) -> bool:
+    cfg = _plain(dataloader_val)
+    return bool(cfg.get("enabled", False) or cfg.get("dataset_dir"))
+
+
 def split_of(dataloader_val: Mapping | None) -> HeldoutSplit | None:
     """The split the training loader must apply: None for `mock` and for a separate validation folder."""
     cfg = _plain(dataloader_val)
-    if not cfg.get("enabled", False) or cfg.get("dataset_dir"):
+    if not has_validation_set(cfg) or cfg.get("dataset_dir"):
         return None
     return HeldoutSplit(float(cfg.get("fraction", DEFAULT_FRACTION)))
 
@@ -117,7 +122,7 @@ def validation_clips(dataloader_val: Mapping | None, train_dataset_cfg: Any,
     from cosmos_predict2.configs.lazy import instantiate
 
     cfg = _plain(dataloader_val)
-    if not cfg.get("enabled", False):
+    if not has_validation_set(cfg):
         return None
     if cfg.get("dataset_dir"):
         full = instantiate(train_dataset_cfg, dataset_dir=str(cfg["dataset_dir"]))
@@ -133,5 +138,5 @@ def validation_clips(dataloader_val: Mapping | None, train_dataset_cfg: Any,
                            [folder / "videos" / f"{stems[i]}.mp4" for i in indices])  # fmt: skip
 
 
-__all__ = ["HeldoutSplit", "ValidationClips", "dataset_stems", "heldout_score", "heldout_stems", "split_of",
-           "validation_clips"]
+__all__ = ["HeldoutSplit", "ValidationClips", "dataset_stems", "has_validation_set", "heldout_score", "heldout_stems",
+           "split_of", "validation_clips"]

@@ -8,6 +8,9 @@ entry points, each run as its own process exactly as a user would type it:
 4. `python examples/video2world_lora.py` from each held-out first frame: base model, then base + LoRA;
 5. PSNR of the predicted continuation (frames 1..16) against the held-out ground truth, contact sheet, loss curve,
    summary.json.
+Training also validates (`trainer.run_validation=true dataloader_val=heldout`, docs/guide.md "Validation") a few
+times on clips held out of the training folder: the validation loss at fixed sigmas and held-out PSNR/SSIM of
+base and LoRA per evaluation (JOB/eval.jsonl, validation.png, summary.json "validation").
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class DemoSettings:
     sampling_steps: int = 35
     guidance: float = 0.0
     seed: int = 0
+    num_validations: int = 4  # evaluations during training (validation loss and held-out generations)
+    validation_steps: int = 10  # sampler steps of the in-training generations (kept small: < 15 s in all)
 
 
 class DemoError(RuntimeError):
@@ -65,7 +70,7 @@ class DemoError(RuntimeError):
 # entries the demo writes (OUTPUT_ENTRIES), so a mistyped --out_dir can never erase a user's files.
 MARKER = ".cosmos_demo_output"
 OUTPUT_ENTRIES = ("dataset", "heldout", "checkpoints", "videos", "demo.log", "contact_sheet.png", "loss_curve.png",
-                  "summary.json", MARKER)  # fmt: skip
+                  "validation.png", "summary.json", MARKER)  # fmt: skip
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -149,7 +154,30 @@ def train_overrides(s: DemoSettings, dataset_dir: Path, job_root: Path) -> list[
         "trainer.callbacks.progress_bar.enabled=false",
         f"checkpoint.save_iter={s.train_steps}",
         f"scheduler.cycle_lengths=[{s.train_steps}]",
+        *validation_overrides(s),
     ]
+
+
+def validation_overrides(s: DemoSettings) -> list[str]:
+    """A held-out tenth of the training folder, evaluated `num_validations` times, generating each time."""
+    every = max(1, s.train_steps // max(1, s.num_validations))
+    return [
+        "dataloader_val=heldout", "dataloader_val.fraction=0.1", "trainer.run_validation=true",
+        f"trainer.validation_iter={every}", "trainer.validation.generate_every=1", "trainer.validation.num_generate=2",
+        "trainer.validation.max_clips=4", "trainer.validation.num_sigmas=3",
+        f"trainer.validation.num_steps={s.validation_steps}", f"trainer.validation.guidance={s.guidance}",
+        f"trainer.validation.seed={s.seed}",
+    ]  # fmt: skip
+
+
+def read_validation(job_dir: Path) -> list[dict]:
+    """The per-evaluation numbers of JOB/eval.jsonl (without paths)."""
+    path = job_dir / "eval.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    keep = ("val/loss", "val/loss_base", "val/psnr", "val/psnr_base", "val/delta_psnr", "val/ssim", "val/ssim_base",
+            "val/delta_ssim")  # fmt: skip
+    return [{"iteration": r["iteration"], **{k.removeprefix("val/"): round(r[k], 4) for k in keep if k in r}}
+            for r in map(json.loads, lines)]  # fmt: skip
 
 
 def read_losses(stdout_log: Path) -> tuple[list[int], list[float]]:
@@ -242,6 +270,13 @@ def run_demo(s: DemoSettings, echo=print) -> dict:
     its, losses = read_losses(job_dir / "stdout.log")
     curve = loss_curve(out / "loss_curve.png", its, losses, title=f"LoRA training loss (rank {s.lora_rank}, "
                        f"{s.train_steps} iterations, sks teal robot)")  # fmt: skip
+    validation = read_validation(job_dir)
+    if validation:
+        from cosmos_predict2.training.evaluation import metrics_plot
+
+        records = [{f"val/{k}" if k != "iteration" else k: v for k, v in r.items()} for r in validation]
+        metrics_plot(out / "validation.png", records, title="validation during training (held-out clips): "
+                     "current vs base (grey)")  # fmt: skip
     run.timings["scoring"] = time.perf_counter() - t0
 
     base_psnr = float(np.mean([c["base_psnr_db"] for c in per_clip]))
@@ -252,12 +287,14 @@ def run_demo(s: DemoSettings, echo=print) -> dict:
         "lora_psnr_db": round(lora_psnr, 3),
         "lora_gain_db": round(lora_psnr - base_psnr, 3),
         "per_clip": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()} for c in per_clip],
+        "validation": validation,
         "final_train_loss_mean_last_10pct": float(np.mean(losses[-max(1, len(losses) // 10):])) if losses else None,
         "paths": {
             "dataset": _rel(dataset_dir), "heldout": _rel(heldout_dir), "job_dir": _rel(job_dir),
             "lora_checkpoint": _rel(lora_ckpt), "base_videos": [_rel(p) for p in outputs["base"]],
             "lora_videos": [_rel(p) for p in outputs["lora"]], "contact_sheet": _rel(sheet),
             "loss_curve": _rel(curve), "log": _rel(run.log_file),
+            "validation_plot": _rel(out / "validation.png") if validation else None,
         },  # fmt: skip
         "commands": run.commands,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
@@ -281,8 +318,15 @@ def print_summary(summary: dict, echo=print) -> None:
     echo(f"  LoRA videos      {p['lora_videos'][0]} ...")
     echo(f"  contact sheet    {p['contact_sheet']}  (rows: truth, base, LoRA; columns: frames)")
     echo(f"  loss curve       {p['loss_curve']}")
+    if p.get("validation_plot"):
+        echo(f"  validation       {p['validation_plot']}  (val loss, held-out PSNR/SSIM per evaluation; base grey)")
     echo(f"  summary          {Path(p['contact_sheet']).parent / 'summary.json'}")
     echo("")
     echo(f"Held-out continuation PSNR (frames 1-16 vs ground truth, {len(summary['per_clip'])} clips): "
          f"base {summary['base_psnr_db']:.2f} dB -> LoRA {summary['lora_psnr_db']:.2f} dB "
          f"({summary['lora_gain_db']:+.2f} dB)")  # fmt: skip
+    for r in summary.get("validation", []):
+        gen = (f" | held-out PSNR {r['psnr']:.2f} dB (base {r['psnr_base']:.2f}, {r['delta_psnr']:+.2f}), SSIM "
+               f"{r['ssim']:.3f} (base {r['ssim_base']:.3f})" if "delta_psnr" in r else "")  # fmt: skip
+        base_loss = r.get("loss_base", float("nan"))
+        echo(f"Validation at iteration {r['iteration']}: loss {r['loss']:.4f} (base {base_loss:.4f}){gen}")

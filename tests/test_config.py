@@ -40,7 +40,7 @@ def test_groups_registered():
     assert set(group_options("scheduler")) == {"constant", "lambdalinear"}
     assert group_options("ckpt_type") == ["standard"]
     assert group_options("callbacks") == ["basic"]
-    assert group_options("dataloader_val") == ["mock"]
+    assert group_options("dataloader_val") == ["heldout", "mock"]
 
 
 def test_default_config_values():

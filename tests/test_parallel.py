@@ -181,3 +181,38 @@ def test_context_parallel_inference_script_matches_one_gpu(assets, tmp_path, mon
     # the networks agree to fp32 rounding (bit for bit with the DiT in fp64): max |diff| measured 9.3e-6 in
     # [-1, 1]; a wrong frame offset on rank 1 gives 0.34.
     torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["model.config.fsdp_shard_size=2", "model_parallel.context_parallel_size=2"])
+def test_validation_on_two_ranks_all_compute_and_rank0_writes_the_same_numbers(tmp_path, parallel):
+    """FSDP2 (full fine-tuning) and context parallelism (LoRA) on 2 gloo ranks: every rank takes part in the
+    evaluation's forwards (a rank that did not would hang the other), one eval.jsonl line per evaluation, numbers
+    as in one process (up to the reduction order of the parallel run)."""
+    from cosmos_predict2.configs.compose import compose_config
+    from cosmos_predict2.training.trainer import job_dir_of, train
+    from tests.data_helpers import make_dataset
+    from tests.test_validation import CONFIG, FAST, LORA, STEMS, records
+
+    experiment = "predict2_video2world_training_tiny_example" if "fsdp" in parallel else LORA
+    dataset_dir = make_dataset(tmp_path / "ds13", {s: 13 for s in STEMS}, 64, 64)  # 4 latent frames: CP=2 splits
+    args = [f"experiment={experiment}", f"dataloader_train.dataset.dataset_dir={dataset_dir}",
+            "dataloader_train.dataset.num_frames=13",
+            "trainer.callbacks.progress_bar.enabled=false", "trainer.callbacks.tensorboard.enabled=false",
+            "dataloader_val=heldout", "dataloader_val.fraction=0.3", "trainer.run_validation=true",
+            "trainer.validation_iter=2", "checkpoint.save_iter=2", "trainer.validation.generate_every=2",
+            "trainer.validation.raise_errors=true", "trainer.max_iter=4", *FAST]  # fmt: skip
+    one = compose_config(CONFIG, [*args, f"job.root={tmp_path / 'one'}"])
+    train(one)
+    _torchrun(2, [*TRAIN, *args, f"job.root={tmp_path / 'two'}", parallel])
+    expected = records(job_dir_of(one))
+    got = records(job_dir_of(compose_config(CONFIG, [*args, f"job.root={tmp_path / 'two'}"])))
+    assert [r["iteration"] for r in got] == [2, 4] and "val/delta_psnr" in got[1]
+    # FSDP here is 2 data-parallel ranks (twice the batch): only the base model's numbers are comparable. Context
+    # parallelism is one data-parallel replica: the whole run is.
+    keys = ("val/loss_base", "val/psnr_base", "val/ssim_base")
+    keys += () if "fsdp" in parallel else ("val/loss", "val/psnr", "val/ssim")
+    for a, b in zip(expected, got):
+        for key in keys:
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=2e-3), key

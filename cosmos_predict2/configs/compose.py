@@ -34,7 +34,9 @@ ROOT_NAME = "cosmos_predict2_training_config"
 GROUPS = frozenset({"experiment", "model", "optimizer", "scheduler", "ckpt_type", "callbacks", "dataloader_val"})
 TARGET_KEY = "_target_"
 VIDEO_DATASETS = ("cosmos_predict2.data.dataset.Dataset", "cosmos_predict2.data.latent_cache.CachedLatentDataset")
-POSITIVE_INTEGERS = ("trainer.max_iter", "trainer.logging_iter", "checkpoint.save_iter", "dataloader_train.batch_size")
+POSITIVE_INTEGERS = ("trainer.max_iter", "trainer.logging_iter", "checkpoint.save_iter", "dataloader_train.batch_size",
+                     "trainer.validation_iter", "trainer.validation.num_sigmas")  # fmt: skip
+BEST_METRICS = ("val/loss", "val/psnr", "val/ssim")
 SPATIAL_MULTIPLE = 16  # VAE 8x8 compression x DiT patch 2x2 (docs/reference.md §1)
 
 
@@ -289,6 +291,22 @@ def check_config(cfg: DictConfig) -> None:
         _check_arguments(path, node)
         if node.get(TARGET_KEY) in VIDEO_DATASETS:
             _check_video_dataset(path, node)
+    _check_validation(tree)
+
+
+def _check_validation(tree: dict) -> None:
+    """`trainer.run_validation` needs a validation set; the held-out fraction and the best metric must be usable."""
+    trainer, val = tree.get("trainer") or {}, tree.get("dataloader_val") or {}
+    if trainer.get("run_validation") and not (val.get("enabled") or val.get("dataset_dir")):
+        raise ConfigError("trainer.run_validation=true needs a validation set: add dataloader_val=heldout (a held-out "
+                          "part of the training folder) or dataloader_val.dataset_dir=DIR (a separate folder)")
+    fraction = val.get("fraction")
+    if val.get("enabled") and not val.get("dataset_dir") and not (isinstance(fraction, float) and 0 < fraction < 1):
+        raise ConfigError(f"dataloader_val.fraction={fraction!r}: expected a number in (0, 1), the share of the "
+                          "training folder held out for validation")  # fmt: skip
+    metric = (trainer.get("validation") or {}).get("best_metric", BEST_METRICS[0])
+    if metric not in BEST_METRICS:
+        raise ConfigError(f"trainer.validation.best_metric={metric!r}: expected one of {', '.join(BEST_METRICS)}")
 
 
 def _check_arguments(path: str, node: dict) -> None:

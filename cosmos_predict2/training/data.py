@@ -189,12 +189,15 @@ def build_train_loader(
     dp_rank: int = 0,
     dp_size: int = 1,
     tokenizer_path: str | None = None,
+    heldout: Any = None,
 ) -> tuple[DataLoader, torch.utils.data.Dataset]:
     """The training loader from the `dataloader_train` node (see module docstring); returns (loader, dataset).
 
     dp_rank, dp_size: this rank's data-parallel rank and the number of data-parallel ranks (a context-parallel
     group of consecutive ranks shares one). tokenizer_path: the VAE weights training would encode with; cached
     latents must have been encoded from the same file (checked by sha256, without loading the VAE).
+    heldout (data/heldout.HeldoutSplit): leave its held-out clips out; the returned dataset is then a Subset of
+    the whole folder (validation reads the rest of it).
     """
     if not 0 <= dp_rank < dp_size:
         raise ValueError(f"dp_rank must be in [0, dp_size={dp_size}), got {dp_rank}")
@@ -204,6 +207,8 @@ def build_train_loader(
     loader_class = _loader_class(cfg)
     kwargs = _loader_kwargs(cfg, loader_class)
     dataset = instantiate(cfg["dataset"])
+    if heldout is not None:
+        dataset = heldout.train_part(dataset)
     if tokenizer_path is not None:
         check_tokenizer(dataset, tokenizer_path)
     sampler = build_sampler(cfg.get("sampler"), dataset, dp_rank, dp_size)

@@ -290,14 +290,8 @@ class Video2WorldModel(nn.Module):
             return batch["latents"].to(self.device, torch.float32, non_blocking=True)
         return self.tokenizer.encode(batch["video"].to(self.device, non_blocking=True)).float()
 
-    def training_step(self, batch: dict, iteration: int) -> tuple[torch.Tensor, dict]:
-        """One loss evaluation of docs/reference.md §2 (forward only; the trainer does backward/step)."""
-        c = self.config
-        assert self.net is not None, "call setup() first"
-        x0_B_C_T_H_W = self.get_latents(batch)
-        B, _, T = x0_B_C_T_H_W.shape[:3]
-        g = _step_generator(self.device, self.seed, self.rank, iteration)
-
+    def text_embeddings(self, batch: dict) -> torch.Tensor:
+        """The batch's text embeddings on the device (fp32), checked against the network's cross-attention width."""
         text_B_L_D = batch["t5_text_embeddings"].to(self.device, torch.float32)
         expected = self.net_kwargs()["crossattn_emb_channels"]
         if text_B_L_D.shape[-1] != expected:
@@ -305,17 +299,23 @@ class Video2WorldModel(nn.Module):
                 f"text embeddings are {text_B_L_D.shape[-1]}-wide but the network expects {expected} "
                 f"(model.config.net.crossattn_emb_channels); re-embed the dataset or change the network"
             )
-        keep_B = (torch.rand(B, generator=g, device=self.device) >= c.text_dropout_rate).float()
-        text_B_L_D = text_B_L_D * keep_B[:, None, None]
+        return text_B_L_D
 
-        sampler = SigmaSampler(c.p_mean, c.p_std, c.video_noise_multiplier, c.high_sigma_ratio, c.high_sigma_min,
-                               c.high_sigma_max)  # fmt: skip
-        # SigmaSampler draws on the CPU in fp64; give it its own stream (seed + 1) so it is independent of `g`.
-        sigma_B = sampler(B, T, generator=torch.Generator().manual_seed(g.initial_seed() + 1)).to(self.device)
-        n_cond_B = torch.randint(c.min_num_conditional_frames, c.max_num_conditional_frames + 1, (B,),
-                                 generator=g, device=self.device)  # fmt: skip
-        n_cond_B = n_cond_B.clamp(max=T - 1) if T > 1 else n_cond_B.zero_()
-        eps_B_C_T_H_W = torch.randn(x0_B_C_T_H_W.shape, generator=g, device=self.device, dtype=torch.float32)
+    def forward_context(self):
+        """Full fine-tuning keeps fp32 master weights and runs the forward under `precision` autocast; LoRA runs
+        its bf16 base as it is (module docstring). Training, validation and held-out generation all use this."""
+        autocast = (not self.is_lora) and self.compute_dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=autocast)
+
+    def sigma_sampler(self) -> SigmaSampler:
+        c = self.config
+        return SigmaSampler(c.p_mean, c.p_std, c.video_noise_multiplier, c.high_sigma_ratio, c.high_sigma_min,
+                            c.high_sigma_max)  # fmt: skip
+
+    def _loss(self, batch: dict, x0_B_C_T_H_W: torch.Tensor, text_B_L_D: torch.Tensor, sigma_B: torch.Tensor,
+              eps_B_C_T_H_W: torch.Tensor, n_cond_B: torch.Tensor) -> torch.Tensor:
+        """The one loss path (docs/reference.md §2) behind `training_step` and `loss_at`."""
+        c = self.config
         padding = batch.get("padding_mask")
         condition = Video2WorldCondition(
             crossattn_emb_B_L_D=text_B_L_D,
@@ -324,12 +324,44 @@ class Video2WorldModel(nn.Module):
             fps=None,  # fps modulation of RoPE is off for every released model (docs/reference.md §1)
             padding_mask=padding.to(self.device) if padding is not None else None,
         )
-        autocast = (not self.is_lora) and self.compute_dtype != torch.float32
-        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=autocast):
+        with self.forward_context():
             loss, _ = video2world_loss(
                 self.net, x0_B_C_T_H_W, sigma_B, eps_B_C_T_H_W, condition, c.loss_scale, c.sigma_conditional
             )
+        return loss
+
+    def training_step(self, batch: dict, iteration: int) -> tuple[torch.Tensor, dict]:
+        """One loss evaluation of docs/reference.md §2 (forward only; the trainer does backward/step)."""
+        c = self.config
+        assert self.net is not None, "call setup() first"
+        x0_B_C_T_H_W = self.get_latents(batch)
+        B, _, T = x0_B_C_T_H_W.shape[:3]
+        g = _step_generator(self.device, self.seed, self.rank, iteration)
+        text_B_L_D = self.text_embeddings(batch)
+        keep_B = (torch.rand(B, generator=g, device=self.device) >= c.text_dropout_rate).float()
+        text_B_L_D = text_B_L_D * keep_B[:, None, None]
+        # SigmaSampler draws on the CPU in fp64; give it its own stream (seed + 1) so it is independent of `g`.
+        sigma_B = self.sigma_sampler()(B, T, generator=torch.Generator().manual_seed(g.initial_seed() + 1))
+        sigma_B = sigma_B.to(self.device)
+        n_cond_B = torch.randint(c.min_num_conditional_frames, c.max_num_conditional_frames + 1, (B,),
+                                 generator=g, device=self.device)  # fmt: skip
+        n_cond_B = n_cond_B.clamp(max=T - 1) if T > 1 else n_cond_B.zero_()
+        eps_B_C_T_H_W = torch.randn(x0_B_C_T_H_W.shape, generator=g, device=self.device, dtype=torch.float32)
+        loss = self._loss(batch, x0_B_C_T_H_W, text_B_L_D, sigma_B, eps_B_C_T_H_W, n_cond_B)
         return loss, {"sigma": sigma_B.detach(), "num_conditional_frames": n_cond_B.detach()}
+
+    def loss_at(self, batch: dict, sigma: float, noise_seed: int, num_conditional_frames: int) -> torch.Tensor:
+        """The training loss of `batch` at a fixed sigma, with noise drawn from `noise_seed` and a fixed number of
+        conditioning latent frames, the text always kept: the validation loss (training/evaluation.py). Same code
+        path as `training_step`; deterministic for given inputs and weights."""
+        assert self.net is not None, "call setup() first"
+        x0_B_C_T_H_W = self.get_latents(batch)
+        B, _, T = x0_B_C_T_H_W.shape[:3]
+        g = torch.Generator(device=self.device).manual_seed(int(noise_seed) % (2**63 - 1))
+        eps_B_C_T_H_W = torch.randn(x0_B_C_T_H_W.shape, generator=g, device=self.device, dtype=torch.float32)
+        sigma_B = torch.full((B,), float(sigma), device=self.device)
+        n_cond_B = torch.full((B,), min(int(num_conditional_frames), max(T - 1, 0)), device=self.device)
+        return self._loss(batch, x0_B_C_T_H_W, self.text_embeddings(batch), sigma_B, eps_B_C_T_H_W, n_cond_B)
 
     # --- the model file (JOB/checkpoints/model/iter_*.pt) ------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 Monitors are built from the guide's `trainer.callbacks` group through `MONITORS`, a registry of name -> factory:
 `trainer.callbacks.iter_speed=dict(hit_thres=5, every_n=10)` builds `IterSpeed(hit_thres=5, every_n=10)`. A monitor
-sees every step's `StepStats` (`on_step`) and is closed when the run ends; one more monitor (validation, say) is
-one more registry entry, not a change to the loop. Entries that are settings of the step itself (`grad_clip`) are
+sees every step's `StepStats` (`on_step`), is told after each iteration's checkpoint save (`after_step`), may ask
+the loop to stop (`should_stop`, e.g. early stopping) and is closed when the run ends; one more monitor is one more
+registry entry, not a change to the loop. `validation` (training/evaluation.py) is built on every rank when
+`trainer.run_validation` is true. Entries that are settings of the step itself (`grad_clip`) are
 read by the trainer and build no monitor.
 """
 
@@ -43,11 +45,20 @@ class MonitorContext:
     start_iteration: int
     max_iter: int
     logging_iter: int
+    run: Any = None  # the trainer's Run (model, dataset), for monitors that evaluate the model
+    cfg: Any = None  # the composed config
 
 
 class Monitor:
     def on_step(self, stats: StepStats) -> None:
         pass
+
+    def after_step(self, iteration: int, saved: bool) -> None:
+        """After iteration `iteration` and its checkpoint save (saved: whether one was written)."""
+
+    def should_stop(self) -> bool:
+        """True: the loop saves (if it has not) and ends the run normally. Must agree on every rank."""
+        return False
 
     def close(self) -> None:
         pass
@@ -139,11 +150,20 @@ def _tensorboard(ctx: MonitorContext, options: dict) -> Monitor | None:
     return TensorBoardScalars(ctx.job_dir / "tensorboard", **options)
 
 
+def _validation(ctx: MonitorContext, options: dict) -> Monitor | None:
+    if not _enabled(options):
+        return None
+    from cosmos_predict2.training.evaluation import build_validation_monitor
+
+    return build_validation_monitor(ctx, options)  # every rank: all of them take part in the forwards
+
+
 MonitorFactory = Callable[[MonitorContext, dict], "Monitor | None"]
 MONITORS: dict[str, MonitorFactory] = {
     "iter_speed": _iter_speed,
     "progress_bar": _progress_bar,
     "tensorboard": _tensorboard,
+    "validation": _validation,
 }
 STEP_SETTINGS = ("grad_clip",)  # callbacks entries the train step reads itself
 
@@ -151,6 +171,8 @@ STEP_SETTINGS = ("grad_clip",)  # callbacks entries the train step reads itself
 def build_monitors(callbacks: dict[str, Any], ctx: MonitorContext) -> list[Monitor]:
     """The monitors of `trainer.callbacks`, plus the log lines of `trainer.logging_iter` (main rank only)."""
     monitors: list[Monitor] = [LogLines(ctx.logging_iter)] if ctx.is_main else []
+    if ctx.cfg is not None and ctx.cfg.trainer.get("run_validation", False):
+        callbacks = {**callbacks, "validation": callbacks.get("validation") or {}}
     for name, options in callbacks.items():
         if name in STEP_SETTINGS:
             continue

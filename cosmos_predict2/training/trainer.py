@@ -4,7 +4,8 @@
 
 Order of work in `build` (why): config/LoRA errors first (meta device, nothing allocated) -> weights ->
 parallelisation (cosmos_predict2.parallel, from outside the network) -> EMA/optimizer/scheduler -> resume -> data.
-The loop then reads: next batch -> `train_step` -> monitors -> checkpoint. One process works without
+The loop then reads: next batch -> `train_step` -> monitors -> checkpoint -> monitors' `after_step` (validation,
+training/evaluation.py) -> their `should_stop` (early stopping). One process works without
 torch.distributed; under torchrun every rank runs the same loop.
 
 Faults (docs/troubleshooting.md, "Training" and "Interrupted runs and damaged checkpoints"):
@@ -36,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cosmos_predict2 import parallel
 from cosmos_predict2.configs.lazy import instantiate
+from cosmos_predict2.data import heldout
 from cosmos_predict2.io import atomic_write_text, remove_temporary_files, safe_load
 from cosmos_predict2.parallel import ProcessInfo, init_distributed
 from cosmos_predict2.training.checkpointer import (
@@ -96,6 +98,7 @@ class Run:
     clip_norm: float
     max_nonfinite: int
     save_final: bool
+    dataset: torch.utils.data.Dataset | None = None  # the training dataset (validation reads the held-out rest)
     state: dict = field(default_factory=lambda: {"iteration": 0, "nonfinite_in_a_row": 0})
 
     @property
@@ -155,7 +158,9 @@ def build(cfg: DictConfig, proc: ProcessInfo, job_dir: Path) -> Run:
     c = model.config  # cached latents must come from the VAE training would use (checked by sha256, no load)
     tokenizer_path = c.tokenizer_path if c.tokenizer_type == "wan2.1" else None
     run.loader, dataset = build_train_loader(cfg.dataloader_train, seed=seed, start_batch=start, dp_rank=dp_rank,
-                                             dp_size=dp_size, tokenizer_path=tokenizer_path)
+                                             dp_size=dp_size, tokenizer_path=tokenizer_path,
+                                             heldout=heldout.split_of(cfg.get("dataloader_val")))  # fmt: skip
+    run.dataset = dataset
     log.info(f"Training data: {len(dataset)} samples; iterations {start} -> {run.max_iter}")
     return run
 
@@ -261,7 +266,8 @@ def train(cfg: DictConfig) -> TrainResult:
             if proc.is_main:  # only now: a refused or failed resume leaves the job's config.yaml as it was
                 atomic_write_text(job_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             start = run.state["iteration"]
-            ctx = MonitorContext(job_dir, proc.is_main, start, run.max_iter, int(cfg.trainer.get("logging_iter", 10)))
+            ctx = MonitorContext(job_dir, proc.is_main, start, run.max_iter, int(cfg.trainer.get("logging_iter", 10)),
+                                 run=run, cfg=cfg)  # fmt: skip
             losses = _loop(run, build_monitors(_callbacks(cfg), ctx))
             log.info("Done with training.")
     finally:
@@ -317,9 +323,16 @@ def _loop(run: Run, monitors: list[Monitor]) -> list[float]:
                 if saved:
                     run.checkpointer.save(stats.iteration, run.parts)
                     parallel.barrier()
+                for monitor in monitors:  # validation runs here: after the save, so it cannot lose the checkpoint
+                    monitor.after_step(stats.iteration, saved)
                 signum = _agreed_stop(run, stops)  # after the save: a signal during it just stops the run next
                 if signum:
                     raise _stop_interrupted(run, signum, saved)
+                if any(monitor.should_stop() for monitor in monitors):  # early stopping: a normal end
+                    if not saved:
+                        run.checkpointer.save(stats.iteration, run.parts)
+                        parallel.barrier()
+                    break
             if run.state["nonfinite_in_a_row"]:  # the last iterations were skipped: there is no final checkpoint
                 raise _stop_diverged(run, run.state["iteration"])
     finally:

@@ -63,6 +63,24 @@ def base_config() -> dict:
             device="auto",  # "auto" = cuda when available, else cpu
             max_consecutive_nonfinite=3,  # stop after this many NaN/inf losses in a row
             callbacks=dict(),
+            # Validation (docs/guide.md "Validation"; the set comes from `dataloader_val`): every validation_iter
+            # iterations, the loss at fixed sigmas on the validation clips; every generate_every-th validation,
+            # held-out generations scored against the real frames.
+            run_validation=False,
+            validation_iter=500,
+            validation=dict(
+                max_clips=16,  # validation clips for the loss (0: all)
+                num_sigmas=5,  # quantiles of the training sigma distribution
+                num_conditional_frames=1,  # latent frames given, for the loss and the generations
+                seed=0,  # noise seeds of the loss and of the generations
+                generate_every=4,  # held-out generations every n-th validation (0: never)
+                num_generate=2,  # clips generated
+                num_steps=35,  # sampler steps (the inference default)
+                guidance=7.0,  # the inference default; negative branch: the zero text embedding
+                best_metric="val/loss",  # checkpoints/best_checkpoint.txt: val/loss (lower), val/psnr, val/ssim
+                patience=0,  # stop after this many evaluations without a better best_metric (0: never)
+                raise_errors=False,  # False: an evaluation error is logged and training goes on
+            ),
         ),
         checkpoint=dict(
             type="standard",

@@ -1,7 +1,10 @@
 """Groups `dataloader_val` and `dataloader_train`.
 
-`dataloader_val`: `mock` (no validation loader: post-training runs without validation, as the guide; the
-reference's AgiBot experiments name a val loader, ours keep `mock`: the val split serves inference only).
+`dataloader_val`: `mock` (no validation set: post-training runs without validation, as the guide; the
+reference's AgiBot experiments name a val loader, ours keep `mock`: the val split serves inference only), or
+`heldout`: a held-out `fraction` of the training folder chosen by a hash of each file stem (never trained on);
+`dataloader_val.dataset_dir=DIR` (with either): a separate folder (cosmos_predict2/data/heldout.py). Validation
+itself runs with `trainer.run_validation=true` (docs/guide.md "Validation").
 
 `dataloader_train`: the training loaders the AgiBot and GR00T examples use, selectable on their own
 (`dataloader_train=groot_gr1`), each an L(DataLoader) over an L(Dataset) of a folder with videos/, metas/,
@@ -20,7 +23,8 @@ from cosmos_predict2.configs.base.experiment import video_dataloader
 from cosmos_predict2.configs.lazy import L
 from cosmos_predict2.data import Dataset
 
-MOCK = dict(enabled=False)
+MOCK = dict(enabled=False, dataset_dir=None)  # dataloader_val.dataset_dir=DIR alone: validate on that folder
+HELDOUT = dict(enabled=True, fraction=0.1, dataset_dir=None)
 
 AGIBOT_DIR = "datasets/agibot_head_center_fisheye_color"
 GR1_DIR = "datasets/benchmark_train/gr1"
@@ -48,7 +52,9 @@ DATALOADER_TRAIN = {
 
 
 def register_dataloader_val() -> None:
-    ConfigStore.instance().store(group="dataloader_val", package="dataloader_val", name="mock", node=MOCK)
+    cs = ConfigStore.instance()
+    cs.store(group="dataloader_val", package="dataloader_val", name="mock", node=MOCK)
+    cs.store(group="dataloader_val", package="dataloader_val", name="heldout", node=HELDOUT)
 
 
 def register_dataloader_train() -> None:

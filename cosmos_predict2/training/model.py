@@ -47,6 +47,13 @@ from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
 
+# The low-memory modes are checked bit for bit on CPU; on an H200 their GPU check failed in 2 of its 3 settings at
+# c58ec84 (docs/memory.md, "On GPUs"). Until that is diagnosed, a GPU run says so.
+GPU_MEMORY_MODE_WARNING = (
+    "model.config.memory_mode={mode}: these modes give the default mode's bits on CPU, but their GPU check "
+    "(tests/test_memory_modes.py::test_cuda_memory_modes_same_bits) failed in 2 of 3 settings on an H200 and is not "
+    "diagnosed yet (docs/memory.md): compare a few iterations with model.config.memory_mode=default before relying "
+    "on it")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Network keywords that say how this run computes, not what the network is: not recorded as the adapter's base.
 RUNTIME_NET_KEYS = ("activation_checkpointing", "activation_offload", "selective_checkpoint_budget_gib")
@@ -217,6 +224,8 @@ class Video2WorldModel(nn.Module):
         if self.config.memory_mode != "default":
             log.info(f"Memory mode {self.config.memory_mode}: activations offloaded "
                      f"{self.config.offloads_activations}, frozen block weights streamed {stream}")  # fmt: skip
+            if self.device.type == "cuda":
+                log.warning(GPU_MEMORY_MODE_WARNING.format(mode=self.config.memory_mode))
 
     def _load_base(self, net: nn.Module, device: torch.device) -> nn.Module:
         """Base weights from dit_path (assigned into the meta network: one copy), or a seeded initialisation."""

@@ -90,9 +90,16 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
     model.setup(device, seed=0, latent_shape_T_H_W=shape)
     extra["memory_mode"] = model.config.memory_mode
     model.init_ema()
+    batch = make_batch(shape, model.net_kwargs()["crossattn_emb_channels"], device)
+    extra["trainable_parameters"] = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
+    return measure(lora_train_step(model, batch), warmup, reps, device)  # freed with this frame (see free_memory)
+
+
+def lora_train_step(model: Video2WorldModel, batch: dict):
+    """The trainer's step on `model` (setup, EMA on): loss, backward, clip at 1.0, fused AdamW, EMA; a closure
+    that advances the iteration each call."""
     named = [(n, p) for n, p in model.net.named_parameters() if p.requires_grad]
     opt = build_optimizer([p for _, p in named], lr=2**-10)
-    batch = make_batch(shape, model.net_kwargs()["crossattn_emb_channels"], device)
     it = [0]
 
     def step():
@@ -104,8 +111,7 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
         opt.zero_grad(set_to_none=True)
         it[0] += 1
 
-    extra["trainable_parameters"] = sum(p.numel() for _, p in named)
-    return measure(step, warmup, reps, device)  # everything is freed when this frame goes (see free_memory)
+    return step
 
 
 def peer(size: str, shape, device, dtype: str, warmup: int, reps: int, rank: int = 16) -> tuple[float, float]:

@@ -26,11 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_train_step import LATENT_SHAPES, LORA_TARGETS, make_batch, measure  # noqa: E402
+from benchmarks.bench_train_step import LATENT_SHAPES, LORA_TARGETS, lora_train_step, make_batch, measure  # noqa: E402
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
 from cosmos_predict2.training.evaluation import ValidationSettings, evaluation_weights, sigma_quantiles  # noqa: E402
 from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
-from cosmos_predict2.training.optim import build_optimizer, clip_gradients  # noqa: E402
 
 
 def build_model(size: str, device: torch.device, dtype: str, ckpt: str, rank: int) -> Video2WorldModel:
@@ -45,20 +44,7 @@ def build_model(size: str, device: torch.device, dtype: str, ckpt: str, rank: in
 
 
 def time_train_step(model: Video2WorldModel, batch: dict, warmup: int, reps: int) -> float:
-    named = [(n, p) for n, p in model.net.named_parameters() if p.requires_grad]
-    opt = build_optimizer([p for _, p in named], lr=2**-10)
-    it = [0]
-
-    def step():
-        loss, _ = model.training_step(batch, it[0])
-        loss.backward()
-        clip_gradients(named, 1.0)
-        opt.step()
-        model.ema.update(model.net, it[0])
-        opt.zero_grad(set_to_none=True)
-        it[0] += 1
-
-    return measure(step, warmup, reps, model.device)[0]
+    return measure(lora_train_step(model, batch), warmup, reps, model.device)[0]
 
 
 def time_validation_loss(model: Video2WorldModel, batches: list[dict], s: ValidationSettings, reps: int) -> float:

@@ -427,6 +427,8 @@ def _pil_plot(path: Path, panels: list, title: str) -> Path:
         ox, values = n * pw, [y for _, y in pts] + ([base] if base is not None else [])
         x0, x1 = min(x for x, _ in pts), max(max(x for x, _ in pts), min(x for x, _ in pts) + 1)
         y0, y1 = min(values), max(max(values), min(values) + 1e-9)
+        pad = 0.08 * (y1 - y0)  # lines at the extremes (often the base) stay off the frame
+        y0, y1 = y0 - pad, y1 + pad
 
         def px(x: float, y: float, ox: int = ox, x0: float = x0, x1: float = x1, y0: float = y0,
                y1: float = y1) -> tuple[float, float]:  # fmt: skip
@@ -439,7 +441,8 @@ def _pil_plot(path: Path, panels: list, title: str) -> Path:
         for x in (x0, x1):
             draw.text((px(x, y0)[0] - 8, 20 + ph - m + 4), f"{x:g}", fill="black")
         if base is not None:
-            draw.line([px(x0, base), px(x1, base)], fill=(150, 150, 150), width=1)
+            draw.line([px(x0, base), px(x1, base)], fill=(150, 150, 150), width=2)
+            draw.text((px(x0, base)[0] + 4, px(x0, base)[1] - 12), f"base {base:.4g}", fill=(120, 120, 120))
         draw.line([px(x, y) for x, y in pts] * (1 if len(pts) > 1 else 2), fill=(30, 90, 200), width=2)
         for x, y in pts:
             cx, cy = px(x, y)

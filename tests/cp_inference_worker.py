@@ -1,5 +1,7 @@
-"""Worker for tests/test_parallel.py::test_context_parallel_inference_script_matches_one_gpu, started with torchrun:
-runs examples/video2world.py and also saves the decoded video tensor (before H.264 encoding) as <save_path>.pt."""
+"""Worker for the context-parallel inference tests (tests/test_parallel.py, tests/test_guidance_parallel.py,
+tests/test_lora_merge.py), started with torchrun: runs examples/video2world.py (examples/video2world_lora.py when
+the first argument is `--lora_script`) and also saves the decoded video tensor (before H.264 encoding) as
+<save_path>.pt."""
 
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ def keep_decoded_video(save_video):
 
 
 if __name__ == "__main__":
-    from examples import video2world
+    from examples import video2world, video2world_lora
 
+    argv, script = sys.argv[1:], video2world
+    if argv[:1] == ["--lora_script"]:
+        argv, script = argv[1:], video2world_lora
     cli.save_video = keep_decoded_video(cli.save_video)
-    video2world.main(sys.argv[1:])
+    script.main(argv)

@@ -159,3 +159,29 @@ def test_merge_streams_from_the_memory_mapped_base(assets, tmp_path, monkeypatch
         assert shares != (key in adapted), key
     pristine = torch.load(bf16_base, weights_only=True)
     assert all(torch.equal(base[k], pristine[k]) for k in adapted)
+
+
+@pytest.mark.slow
+def test_several_adapters_with_context_parallel_equal_one_process(assets, second, tmp_path, monkeypatch):  # noqa: F811
+    """--lora_path A --lora_path B:0.5 with --num_gpus 2 (2 gloo ranks, context parallel): each rank mounts both
+    adapters and the video equals the one-process run (decoded tensors; fp32, the all-to-all attention's summation
+    order only: the CP inference test measured 9.3e-6)."""
+    from test_parallel import _torchrun
+
+    from cosmos_predict2.inference import cli
+    from tests.cp_inference_worker import keep_decoded_video
+
+    one, two = tmp_path / "one.mp4", tmp_path / "two.mp4"
+    argv = common_argv(assets, one, "--lora_path", str(assets.adapter), "--lora_path", f"{second}:0.5")
+    argv[argv.index("--num_frames") + 1] = "13"  # 4 latent frames: divisible by 2 ranks
+    monkeypatch.setattr(cli, "save_video", keep_decoded_video(cli.save_video))
+    video2world_lora.main(argv)
+    argv[argv.index("--save_path") + 1] = str(two)
+    _torchrun(2, ["tests/cp_inference_worker.py", "--lora_script", *argv, "--num_gpus", "2"])
+    a, b = (torch.load(f"{p}.pt", weights_only=True) for p in (one, two))
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+    base_only = tmp_path / "base.mp4"  # and the adapters act: the base alone gives another video
+    argv = common_argv(assets, base_only)
+    argv[argv.index("--num_frames") + 1] = "13"
+    video2world.main(argv)
+    assert (torch.load(f"{base_only}.pt", weights_only=True) - a).abs().max() > 1e-3

@@ -366,6 +366,20 @@ class Block(nn.Module):
         return x
 
 
+def _distinct_rows(repeats: int, x_B_C_T_H_W: torch.Tensor, timesteps_B_T: torch.Tensor,
+                   padding_mask: torch.Tensor | None, crossattn_emb: torch.Tensor) -> tuple:
+    """A guidance batch of `repeats` copies: the first B/repeats rows of x, timesteps and padding mask."""
+    if x_B_C_T_H_W.shape[0] % repeats or crossattn_emb.shape[0] != x_B_C_T_H_W.shape[0]:
+        raise ValueError(
+            f"shared_input_repeats={repeats} needs a batch that is a multiple of it with one text "
+            f"embedding per row; got x {tuple(x_B_C_T_H_W.shape)}, text {tuple(crossattn_emb.shape)}"
+        )
+    distinct = x_B_C_T_H_W.shape[0] // repeats
+    if padding_mask is not None and padding_mask.shape[0] > 1:
+        padding_mask = padding_mask[:distinct]
+    return x_B_C_T_H_W[:distinct], timesteps_B_T[:distinct], padding_mask
+
+
 def _tile_rows(k: int, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     """[b, ...] -> [k*b, ...] as torch.cat([t] * k): the row order of a guidance batch cat([x, x])."""
     return [None if t is None else t.repeat(k, *([1] * (t.ndim - 1))) for t in tensors]
@@ -393,6 +407,33 @@ class FinalLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # Network
 # ----------------------------------------------------------------------------------------------------------
+
+
+def _check_keywords(unsupported: dict, **kw) -> None:
+    """MiniTrainDIT's constructor checks: what the released models never use is refused, not silently ignored."""
+    if unsupported:
+        # Reference configs carry a few training-only knobs (e.g. `sac_config`, `atten_backend`) with no effect
+        # on the math; anything else would silently change the network, so refuse it.
+        ignorable = {"atten_backend", "sac_config", "use_wan_fp32_strategy", "pos_emb_learnable",
+                     "pos_emb_interpolation", "min_fps", "max_fps", "extra_h_extrapolation_ratio",
+                     "extra_w_extrapolation_ratio", "extra_t_extrapolation_ratio"}
+        unknown = sorted(set(unsupported) - ignorable)
+        if unknown:
+            raise TypeError(f"MiniTrainDIT got unknown keyword arguments {unknown}")
+    if kw["pos_emb_cls"] != "rope3d":
+        raise ValueError(f"pos_emb_cls={kw['pos_emb_cls']!r} is not supported; Cosmos-Predict2 uses 'rope3d'")
+    if kw["extra_per_block_abs_pos_emb"] or kw["rope_enable_fps_modulation"]:
+        raise ValueError(
+            "extra_per_block_abs_pos_emb and rope_enable_fps_modulation are False for every released "
+            "Cosmos-Predict2 Video2World model and are not implemented"
+        )
+    if kw["model_channels"] % kw["num_heads"]:
+        raise ValueError(f"model_channels={kw['model_channels']} is not divisible by num_heads={kw['num_heads']}")
+    if kw["activation_checkpointing"] not in ACTIVATION_CHECKPOINTING:
+        raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
+    if kw["activation_offload"] and kw["activation_checkpointing"] == "none":
+        raise ValueError("activation_offload keeps the checkpointed block inputs in host memory: it needs "
+                         "activation_checkpointing 'full', 'selective' or 'nested'")
 
 
 class MiniTrainDIT(nn.Module):
@@ -429,29 +470,10 @@ class MiniTrainDIT(nn.Module):
         **unsupported,
     ) -> None:
         super().__init__()
-        if unsupported:
-            # Reference configs carry a few training-only knobs (e.g. `sac_config`, `atten_backend`) with no effect
-            # on the math; anything else would silently change the network, so refuse it.
-            ignorable = {"atten_backend", "sac_config", "use_wan_fp32_strategy", "pos_emb_learnable",
-                         "pos_emb_interpolation", "min_fps", "max_fps", "extra_h_extrapolation_ratio",
-                         "extra_w_extrapolation_ratio", "extra_t_extrapolation_ratio"}
-            unknown = sorted(set(unsupported) - ignorable)
-            if unknown:
-                raise TypeError(f"MiniTrainDIT got unknown keyword arguments {unknown}")
-        if pos_emb_cls != "rope3d":
-            raise ValueError(f"pos_emb_cls={pos_emb_cls!r} is not supported; Cosmos-Predict2 uses 'rope3d'")
-        if extra_per_block_abs_pos_emb or rope_enable_fps_modulation:
-            raise ValueError(
-                "extra_per_block_abs_pos_emb and rope_enable_fps_modulation are False for every released "
-                "Cosmos-Predict2 Video2World model and are not implemented"
-            )
-        if model_channels % num_heads:
-            raise ValueError(f"model_channels={model_channels} is not divisible by num_heads={num_heads}")
-        if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
-            raise ValueError(f"activation_checkpointing must be one of {ACTIVATION_CHECKPOINTING}")
-        if activation_offload and activation_checkpointing == "none":
-            raise ValueError("activation_offload keeps the checkpointed block inputs in host memory: it needs "
-                             "activation_checkpointing 'full', 'selective' or 'nested'")
+        _check_keywords(unsupported, pos_emb_cls=pos_emb_cls, extra_per_block_abs_pos_emb=extra_per_block_abs_pos_emb,
+                        rope_enable_fps_modulation=rope_enable_fps_modulation, model_channels=model_channels,
+                        num_heads=num_heads, activation_checkpointing=activation_checkpointing,
+                        activation_offload=activation_offload)  # fmt: skip
 
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -496,6 +518,17 @@ class MiniTrainDIT(nn.Module):
         self.frame_split: FrameSplit | None = None
 
     # --- helpers -------------------------------------------------------------------------------------------
+
+    def _embed_timesteps(self, timesteps_B_T: torch.Tensor, T: int, dtype: torch.dtype):
+        """(emb_B_T_D, adaln_lora_B_T_3D or None) of the timesteps ([B] or [B, T])."""
+        if timesteps_B_T.ndim == 1:
+            timesteps_B_T = timesteps_B_T[:, None].expand(-1, T)
+        sinusoid_B_T_D = self.t_embedder[0](timesteps_B_T)
+        if self.use_adaln_lora:
+            adaln_lora_B_T_3D = self.t_embedder[1](sinusoid_B_T_D.to(dtype))
+            # the embedding is the normalised raw sinusoid (docs/reference.md §1, step 3)
+            return self.t_embedding_norm(sinusoid_B_T_D).to(dtype), adaln_lora_B_T_3D
+        return self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype))), None
 
     def _concat_padding_mask(self, x_B_C_T_H_W: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         B, _, T, H, W = x_B_C_T_H_W.shape
@@ -556,15 +589,8 @@ class MiniTrainDIT(nn.Module):
         dtype = self.x_embedder.proj[1].weight.dtype
         repeats = shared_input_repeats
         if repeats > 1:
-            if x_B_C_T_H_W.shape[0] % repeats or crossattn_emb.shape[0] != x_B_C_T_H_W.shape[0]:
-                raise ValueError(
-                    f"shared_input_repeats={repeats} needs a batch that is a multiple of it with one text "
-                    f"embedding per row; got x {tuple(x_B_C_T_H_W.shape)}, text {tuple(crossattn_emb.shape)}"
-                )
-            distinct = x_B_C_T_H_W.shape[0] // repeats
-            x_B_C_T_H_W, timesteps_B_T = x_B_C_T_H_W[:distinct], timesteps_B_T[:distinct]
-            if padding_mask is not None and padding_mask.shape[0] > 1:
-                padding_mask = padding_mask[:distinct]
+            x_B_C_T_H_W, timesteps_B_T, padding_mask = _distinct_rows(repeats, x_B_C_T_H_W, timesteps_B_T,
+                                                                      padding_mask, crossattn_emb)  # fmt: skip
         if self.concat_padding_mask:
             x_B_C_T_H_W = self._concat_padding_mask(x_B_C_T_H_W, padding_mask)
         x_B_T_H_W_D = self.x_embedder(x_B_C_T_H_W.to(dtype))
@@ -575,16 +601,7 @@ class MiniTrainDIT(nn.Module):
                 f"exceeds the network's maximum ({self.max_frames}, {self.max_img_h}, {self.max_img_w})"
             )
 
-        if timesteps_B_T.ndim == 1:
-            timesteps_B_T = timesteps_B_T[:, None].expand(-1, T)
-        sinusoid_B_T_D = self.t_embedder[0](timesteps_B_T)
-        if self.use_adaln_lora:
-            adaln_lora_B_T_3D = self.t_embedder[1](sinusoid_B_T_D.to(dtype))
-            # the embedding is the normalised raw sinusoid (docs/reference.md §1, step 3)
-            emb_B_T_D = self.t_embedding_norm(sinusoid_B_T_D).to(dtype)
-        else:
-            adaln_lora_B_T_3D = None
-            emb_B_T_D = self.t_embedding_norm(self.t_embedder[1](sinusoid_B_T_D.to(dtype)))
+        emb_B_T_D, adaln_lora_B_T_3D = self._embed_timesteps(timesteps_B_T, T, dtype)
 
         t_offset = 0
         # Context parallelism (docs/reference.md §10): this rank keeps its share of the frames.

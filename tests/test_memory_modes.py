@@ -125,6 +125,21 @@ def test_activation_offload_also_moves_what_selective_checkpointing_keeps(monkey
     assert stats["kept_prefetched"] == 2 * (len(net.blocks) - 1), stats  # the last block's were not prefetched
 
 
+def test_kept_outputs_reads_both_storage_layouts():
+    """Selective checkpointing's storage maps each op to a list of its calls' outputs up to PyTorch 2.11 (the GPU
+    machine's) and to a {call index: outputs} dict in 2.13: both yield every wrapped leaf, in call order."""
+    from torch.utils.checkpoint import _VersionWrapper
+
+    from cosmos_predict2.networks.offload import kept_outputs
+
+    a, b, c = (_VersionWrapper(torch.full((2,), float(i))) for i in range(3))
+    op1, op2 = object(), object()
+    as_lists = {op1: [a, (b, 3)], op2: [[c]]}
+    as_dicts = {op1: {0: a, 1: (b, 3)}, op2: {0: [c]}}
+    for storage in (as_lists, as_dicts):
+        assert list(kept_outputs(storage, _VersionWrapper)) == [a, b, c]
+
+
 def test_nested_checkpointing_recomputes_the_attention_sublayers_with_the_same_gradients(monkeypatch):
     """nested = full checkpointing plus one checkpoint per sub-layer: the same ops, so the same bits. The attention
     sub-layers run a third time (their own recompute; the block's recompute stops before the MLP). The block's
@@ -301,10 +316,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @CUDA
 @pytest.mark.parametrize("ckpt", ["full", "selective", "nested"])
-def test_cuda_memory_modes_same_bits(ckpt):
+def test_cuda_memory_modes_same_bits(ckpt, monkeypatch):
     """The modes on a GPU: bf16 base, side-stream copies, pinned host memory. The same bits as the default mode
-    whenever the default mode reproduces its own bits (GPU attention backward kernels may not)."""
+    whenever the default mode reproduces its own bits (GPU attention backward kernels may not). Every attention
+    output is kept under selective checkpointing (min keys 0), so that its host copies are exercised too."""
+    from cosmos_predict2.networks import dit
     from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+    monkeypatch.setattr(dit, "SELECTIVE_MIN_KEYS", 0)
 
     def run(offload: bool, stream: bool):
         net = _tiny_net(True, activation_checkpointing=ckpt, activation_offload=offload, num_blocks=4)
@@ -337,7 +356,11 @@ def test_cuda_memory_modes_same_bits(ckpt):
             assert weight.device.type == "cpu" and weight.is_pinned()  # offloaded between uses
             assert net.blocks[1].self_attn.q_proj.lora_A["default"].weight.device.type == "cuda"
         if offload:
-            assert net.activation_offload.stats["offloaded"] == 2 * len(net.blocks)  # one x per block per step
+            stats = net.activation_offload.stats
+            if ckpt == "selective":  # x and the kept attention outputs (how many tensors: the kernel's)
+                assert stats["offloaded"] > 2 * len(net.blocks) and stats["kept_prefetched"] > 0, stats
+            else:
+                assert stats["offloaded"] == 2 * len(net.blocks), stats  # one x per block per step
 
 
 # --- the trainer -------------------------------------------------------------------------------------------------

@@ -34,6 +34,14 @@ def in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
+def kept_outputs(storage: dict, wrapper: type) -> Iterator:
+    """The `wrapper` (`_VersionWrapper`) leaves of selective checkpointing's storage, which maps each op to its
+    calls' output trees: a list of them up to PyTorch 2.11, a {call index: tree} dict in 2.13."""
+    for calls in storage.values():
+        for tree in calls.values() if isinstance(calls, dict) else calls:
+            yield from (leaf for leaf in tree_leaves(tree) if isinstance(leaf, wrapper))
+
+
 class _Offloaded:
     """One saved tensor in host memory; `prefetched` is its device copy once a prefetch has started."""
 
@@ -110,9 +118,9 @@ class ActivationOffload:
         in host memory from the end of the block's forward to its recompute; they are prefetched with the block's
         inputs (while the next block runs its backward).
 
-        Relies on how PyTorch stores them: the forward mode's `storage` maps each op to {call index: a tree of
-        `_VersionWrapper`s}, read back by the recompute mode (torch.utils.checkpoint, 2.11-2.13); without that
-        class the outputs simply stay on the GPU. tests/test_memory_modes.py fails if the layout changes."""
+        Relies on how PyTorch stores them: the forward mode's `storage` maps each op to its calls' trees of
+        `_VersionWrapper`s, read back by the recompute mode (torch.utils.checkpoint; see `kept_outputs`); without
+        that class the outputs simply stay on the GPU. tests/test_memory_modes.py fails if the layout changes."""
         caching, cached = make_contexts()
         try:
             from torch.utils.checkpoint import _VersionWrapper
@@ -126,15 +134,12 @@ class ActivationOffload:
             with caching:
                 yield
             with torch.no_grad():
-                for per_op in caching.storage.values():
-                    for entry in per_op.values():
-                        for leaf in tree_leaves(entry):
-                            if isinstance(leaf, _VersionWrapper) and isinstance(leaf.val, torch.Tensor) and \
-                                    self._worth_offloading(leaf.val):  # fmt: skip
-                                leaf.val = self._to_host(leaf.val)
-                                moved.append(leaf)
-                                if group is not None:
-                                    group.append(weakref.ref(leaf.val))
+                for leaf in kept_outputs(caching.storage, _VersionWrapper):
+                    if isinstance(leaf.val, torch.Tensor) and self._worth_offloading(leaf.val):
+                        leaf.val = self._to_host(leaf.val)
+                        moved.append(leaf)
+                        if group is not None:
+                            group.append(weakref.ref(leaf.val))
 
         @contextlib.contextmanager
         def recompute() -> Iterator[None]:

@@ -84,7 +84,8 @@ def measure_start(size: str, rank: int, path: Path, device: torch.device) -> dic
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    result = {"seconds": round(seconds, 2), "file_gib": round(path.stat().st_size / GIB, 3),
+    result = {"seconds": round(seconds, 2), "file_bytes": path.stat().st_size,
+              "file_gib": round(path.stat().st_size / GIB, 3),
               "rss_before_gib": round(before["VmRSS"], 3), **sampler.stop()}  # fmt: skip
     if device.type == "cuda":
         result["gpu_peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 3)

@@ -48,19 +48,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def progress(message: str) -> None:
+    """A progress line: printed at once, and relayed live by the parent of an isolated row, so that a row stopped
+    by a time limit still shows how far it got and how long its steps took."""
+    print(f"progress: {message}", flush=True)
+
+
 def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, float]:
     """(median s/step, peak GiB over the timed steps)."""
-    for _ in range(warmup):
+    progress(f"set up in {time.perf_counter() - START:.1f} s")
+    for i in range(warmup):
+        t0 = time.perf_counter()
         step()
-    sync(device)
+        sync(device)
+        progress(f"warm-up step {i + 1}/{warmup}: {time.perf_counter() - t0:.3f} s")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for _ in range(reps):
+    for i in range(reps):
         t0 = time.perf_counter()
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
+        peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""
+        progress(f"timed step {i + 1}/{reps}: {times[-1]:.3f} s{peak}")
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     if device.type == "cuda":
         MEMORY["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
@@ -68,6 +79,7 @@ def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, 
 
 
 MEMORY: dict = {}  # peak reserved memory of the last measurement (CUDA)
+START = time.perf_counter()  # when this process started measuring (a row's set-up time is reported from it)
 
 
 def make_batch(shape, text_dim: int, device: torch.device, seed: int = 0) -> dict:
@@ -194,14 +206,24 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
 
 def run_isolated(argv: list[str], row: dict) -> dict:
     """The same script for one row in a fresh Python process (see the module docstring)."""
+    import collections
     import subprocess
 
-    proc = subprocess.run([sys.executable, __file__, *argv, "--row", json.dumps(row)], capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-    if proc.returncode != 0 or not lines:
-        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+    proc = subprocess.Popen([sys.executable, __file__, *argv, "--row", json.dumps(row)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    result, tail = None, collections.deque(maxlen=80)
+    for line in proc.stdout:
+        if line.startswith("ROW "):
+            result = json.loads(line[4:])
+        elif line.startswith("progress: "):
+            print(f"  {row['resolution']} {row.get('ckpt', 'peer')} {row.get('memory_mode', '')}: {line[10:]}",
+                  end="", flush=True)  # fmt: skip
+        else:
+            tail.append(line)
+    if proc.wait() != 0 or result is None:
+        print("".join(tail), file=sys.stderr)
         return {"resolution": row["resolution"], "impl": str(row), "s_per_step": None, "peak_gib": "failed"}
-    return json.loads(lines[-1][4:])
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

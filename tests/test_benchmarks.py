@@ -1,0 +1,38 @@
+"""The GPU benchmarks' CPU smoke modes: the scripts a GPU session depends on must run (no timing is checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(out)}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_bench_train_step_isolated_rows_relay_progress_and_results(tmp_path):
+    """Each row in its own process: its step times are relayed as they happen (a row stopped by a time limit still
+    shows how far it got) and its result comes back to the table and the JSON."""
+    proc = _run("benchmarks/bench_train_step.py", "--tiny", "--no-peer", "--checkpointing", "full",
+                "--warmup", "1", "--reps", "1", "--isolate", "yes", out=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tiny full default: set up in" in proc.stdout and "timed step 1/1:" in proc.stdout, proc.stdout
+    rows = json.loads((tmp_path / "bench_train_step.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["s_per_step"] > 0 and "ckpt=full" in rows[0]["impl"]
+
+
+def test_bench_startup_writes_a_reference_checkpoint_and_measures_the_start(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    proc = _run("benchmarks/bench_startup.py", "--tiny", "--lora_rank", "4", "--checkpoint", str(ckpt), out=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "bench_startup.json").read_text())
+    assert result["file_bytes"] > 0 and result["peak_RssAnon_gib"] > 0 and result["seconds"] > 0
+    import torch
+
+    assert all(k.startswith("net.") for k in torch.load(ckpt, mmap=True, weights_only=True))

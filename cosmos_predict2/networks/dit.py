@@ -10,6 +10,7 @@ sinusoid, the RoPE angles, RMSNorm statistics and the q/k normalisation + rotati
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -17,6 +18,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
 from cosmos_predict2.networks.attention import FA4_ATTENTION_OP, attention
@@ -25,9 +27,9 @@ from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention
 from cosmos_predict2.networks.offload import ActivationOffload, in_backward
 
 # "nested": every block checkpointed, and inside it each of its three sub-layers, so that the backward holds one
-# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~30 u instead of ~48 u), for a second
-# recompute of the linear layers of self- and cross-attention; self-attention itself still runs twice per step,
-# as with "full" (docs/memory.md).
+# sub-layer's tensors instead of a whole block's (u = one [L, D] block input: ~25 u instead of ~36 u, measured), for
+# a second recompute of the linear layers of self- and cross-attention; self-attention itself runs twice per step,
+# as with "full" (its output handed from the block's recompute to the sub-layer's: AttentionHandoff).
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective", "nested")
 
 
@@ -332,11 +334,12 @@ class Block(nn.Module):
         adaln_lora_B_T_3D: torch.Tensor | None = None,
         repeat_after_self_attn: int = 1,
         video_size: tuple[int, int, int] | None = None,
-        checkpoint_sublayers: bool = False,
+        sublayer_checkpoints: AttentionHandoff | None = None,
     ) -> torch.Tensor:
         """repeat_after_self_attn=k: x and emb hold B/k distinct rows and crossattn_emb all B; the rows are tiled
         k times after self-attention, which does not see the text (see MiniTrainDIT.forward, shared_input_repeats).
-        checkpoint_sublayers: each sub-layer in its own checkpoint (activation_checkpointing="nested")."""
+        sublayer_checkpoints: each sub-layer in its own checkpoint (activation_checkpointing="nested"), with this
+        call's hand-off of the self-attention output from the block's recompute to the sub-layer's."""
 
         def sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
             B, T, S, D = x.shape
@@ -346,12 +349,13 @@ class Block(nn.Module):
             return gated_residual(x, gate, h)
 
         def run(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs):
-            if not (checkpoint_sublayers and torch.is_grad_enabled()):
+            if sublayer_checkpoints is None or not torch.is_grad_enabled():
                 return sublayer_step(sublayer, modulation_layer, x, emb, adaln_lora, **kwargs)
-            if sublayer is self.self_attn and in_backward():
-                # The block's recompute keeps the self-attention output for this sub-layer's own recompute, which
-                # then redoes only the cheap layers around it; it is freed with this block's backward.
-                kwargs["context_fn"] = selective_checkpoint_context
+            if sublayer is self.self_attn:
+                # The block's recompute (in the backward) records the attention output it computes to rebuild the
+                # next sub-layers' inputs; this sub-layer's own recompute, later in the same backward, replays it.
+                handoff = sublayer_checkpoints
+                kwargs["context_fn"] = handoff.recording if in_backward() else handoff.replaying
             return checkpoint(sublayer_step, sublayer, modulation_layer, x, emb, adaln_lora, use_reentrant=False,
                               **kwargs)  # fmt: skip
 
@@ -562,7 +566,7 @@ class MiniTrainDIT(nn.Module):
             kwargs["context_fn"] = selective_checkpoint_context if self.activation_offload is None else (
                 lambda: self.activation_offload.selective_contexts(selective_checkpoint_context))
         if self.activation_checkpointing == "nested":
-            kwargs["checkpoint_sublayers"] = True
+            kwargs["sublayer_checkpoints"] = AttentionHandoff()  # one per block call: forward and its recompute
         if self.activation_offload is None:
             return checkpoint(block, *args, use_reentrant=False, **kwargs)
         with self.activation_offload.block():
@@ -704,6 +708,47 @@ def selective_checkpoint_context():
     from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
     return create_selective_checkpoint_contexts(_save_attention_policy)
+
+
+class AttentionHandoff:
+    """Nested checkpointing: the attention outputs of one block call's self-attention sub-layer, handed from the
+    block's recompute to the sub-layer's own recompute. The sub-layer checkpoint made in the forward is the one
+    whose recompute the backward runs; the block's recompute re-creates sub-layer checkpoints only to rebuild the
+    next sub-layers' inputs (their graphs are discarded), so without the hand-off attention runs three times. Each
+    context pair is `checkpoint`'s context_fn: (forward context, recompute context)."""
+
+    def __init__(self) -> None:
+        self.outputs: list = []
+
+    def recording(self) -> tuple:
+        return _AttentionDispatch(self, record=True), contextlib.nullcontext()
+
+    def replaying(self) -> tuple:
+        return contextlib.nullcontext(), _AttentionDispatch(self, record=False)
+
+
+class _AttentionDispatch(TorchDispatchMode):
+    """Below autograd, like selective checkpointing's own modes: a replayed output gets its autograd node (and the
+    tensors its backward saves) exactly as a computed one would."""
+
+    def __init__(self, handoff: AttentionHandoff, record: bool) -> None:
+        super().__init__()
+        self.handoff, self.record = handoff, record
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        return True  # the fused elementwise functions inside compile as usual
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in _ATTENTION_OPS:
+            return func(*args, **kwargs)
+        if not self.record and self.handoff.outputs:
+            return self.handoff.outputs.pop(0)
+        out = func(*args, **kwargs)
+        if self.record:
+            self.handoff.outputs.append(out)
+        return out
 
 
 __all__ = ["MiniTrainDIT", "MinimalV1LVGDiT", "Block", "Attention", "RMSNorm"]

@@ -9,9 +9,9 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
          none when offloaded + one block's recompute + backward working set (WORKING_SET_U u).
   time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
-Calibrated on the rows measured on one H200 (BENCHMARKS.md, `MEASURED` below): every peak within 2%, every time
-within 4%. Everything else (other resolutions, the offload/streaming modes, other GPUs) is a prediction; the step
-time is the H200's.
+Calibrated on the rows measured on one H200 with FlashAttention-4 (BENCHMARKS.md, `MEASURED` below): every peak
+within 3%, every time within 3%. Everything else (other resolutions and GPUs, weight streaming alone, offloading
+under selective checkpointing) is a prediction; the step time is the H200's.
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ import torch
 from cosmos_predict2.configs.model_config import MEMORY_MODES
 
 GIB = 2**30
-# One block's recompute + backward working set in units of u, fitted on the five measured peaks (45.9-48.0 u):
-# the block's saved tensors for its own backward, half of them PEFT's fp32 copies of each adapted layer's input.
-WORKING_SET_U = 47.5
+# One block's recompute + backward working set in units of u, fitted on the measured peaks (35.8-36.8 u): the tensors
+# the block saves for its own backward (~27 u counted on CPU: the adapted layers' inputs, the MLP's 4D hidden twice,
+# the q/k norms' fp32 inputs, attention's q/k/v/out) plus the backward's gradients in flight. It was 47.5 u before
+# the adapters' down projections kept their bf16 input (LoraDown) instead of PEFT's fp32 copy.
+WORKING_SET_U = 36.2
 # Nested checkpointing (networks/dit.py) holds one sub-layer's tensors at a time plus the three sub-layer inputs and
-# the kept self-attention output: an estimate from the tensors each sub-layer saves, NOT calibrated (no measured row).
-WORKING_SET_NESTED_U = 30.0
+# the handed-off self-attention output: fitted on the two measured nested peaks (24.6 and 25.6 u).
+WORKING_SET_NESTED_U = 25.1
 TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, EMA shadow
 # Effective H200 rates fitted on the measured step times (not hardware peaks: the elementwise term absorbs
 # LayerNorm/RMSNorm/RoPE/GELU and PEFT's casts, which scale with the activation bytes).
-R_LINEAR = 700e12  # FLOP/s
-R_ATTENTION = 582e12  # FLOP/s
-R_ELEMENTWISE = 9.18e9  # activation bytes per second of per-element work
+R_LINEAR = 755e12  # FLOP/s
+R_ATTENTION = 698e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
+R_ELEMENTWISE = 7.43e9  # activation bytes per second of per-element work
 HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction
 # A plan fits when peak allocated * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= the GPU's memory: the caching allocator
 # reserved 1.11-1.30x the allocated peak in the measured rows.
@@ -46,16 +48,19 @@ HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data lo
 CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
 
-# The measured rows the constants are calibrated on: (size, rank, latent T,H,W, checkpointing, attention outputs
-# kept per block under selective checkpointing, s/step, peak allocated GiB). The 14B 480p selective row was taken
-# before selective checkpointing stopped keeping cross-attention outputs (two outputs per block then).
+# The measured rows the constants are calibrated on (BENCHMARKS.md, 2026-12-02, FlashAttention-4, LoRA down
+# projections in bf16): (size, rank, latent T,H,W, checkpointing, memory mode, s/step, peak allocated GiB). The nested
+# rows' times are left out (None): they were taken before the block's recompute handed its self-attention output to
+# the sub-layer's recompute (AttentionHandoff), when attention ran three times per step; with a third attention pass
+# this model gives 66.5 s and 18.8 s for them.
 LATENT_720P, LATENT_480P = (24, 88, 160), (24, 54, 96)
 MEASURED = [
-    ("2B", 16, LATENT_720P, "selective", 1, 14.199, 37.6),
-    ("2B", 16, LATENT_480P, "selective", 1, 2.871, 16.4),
-    ("14B", 32, LATENT_720P, "full", 1, 59.974, 96.7),
-    ("14B", 32, LATENT_480P, "selective", 2, 11.283, 74.9),
-    ("14B", 32, LATENT_480P, "full", 1, 12.487, 53.8),
+    ("2B", 16, LATENT_720P, "selective", "default", 12.939, 33.73),
+    ("2B", 16, LATENT_480P, "selective", "default", 2.734, 15.01),
+    ("2B", 16, LATENT_720P, "full", "low", 15.346, 13.21),
+    ("2B", 16, LATENT_720P, "nested", "low", None, 9.60),  # 18.287 s with attention three times
+    ("14B", 32, LATENT_720P, "full", "default", 55.397, 87.07),
+    ("14B", 32, LATENT_720P, "nested", "default", None, 78.06),  # 66.027 s with attention three times
 ]
 
 

@@ -36,3 +36,12 @@ def test_bench_startup_writes_a_reference_checkpoint_and_measures_the_start(tmp_
     import torch
 
     assert all(k.startswith("net.") for k in torch.load(ckpt, mmap=True, weights_only=True))
+
+
+def test_memory_plan_table_covers_every_gpu_and_marks_measured_rows(tmp_path):
+    """docs/memory.md's table comes from this script: one row per GPU class, four cases each, measured rows marked."""
+    proc = _run("benchmarks/memory_plan_table.py", "--host_gib", "128", out=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and "GiB |" in ln]
+    assert len(rows) == 5 and all(ln.count(" | ") == 4 for ln in rows), proc.stdout
+    assert "**measured**" in proc.stdout and "does not fit" in rows[0]

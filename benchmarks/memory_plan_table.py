@@ -30,15 +30,15 @@ def counts(size: str, rank: int) -> NetCounts:
 
 
 def cell(size: str, rank: int, latent, gpu_gib: float, host_gib: float) -> str:
-    rows = plan(counts(size, rank), latent)
+    rows = plan(counts(size, rank), latent, gpu_memory_gib=gpu_gib, host_memory_gib=host_gib)
     chosen = choose(rows, gpu_gib, host_gib)
     if chosen is None:
         smallest = min(rows, key=lambda p: p.peak_gib)
         return f"does not fit ({smallest.memory_mode} + {smallest.checkpointing}: {smallest.peak_gib:.1f} GiB)"
-    text = f"{chosen.memory_mode} + {chosen.checkpointing}: {chosen.peak_gib:.1f} GiB, {chosen.s_per_step:.1f} s"
+    text = f"{chosen.memory_mode} + {chosen.label}: {chosen.peak_gib:.1f} GiB, {chosen.s_per_step:.1f} s"
     text += f", host {chosen.host_gib:.0f} GiB" if chosen.host_gib else ""
     for m_size, m_rank, m_latent, ckpt, mode, seconds, peak in MEASURED:
-        if (m_size, m_rank, m_latent, ckpt, mode) == (size, rank, latent, chosen.checkpointing, chosen.memory_mode):
+        if (m_size, m_rank, m_latent, ckpt, mode) == (size, rank, latent, chosen.label, chosen.memory_mode):
             measured = f"{peak:.1f} GiB" + (f", {seconds:.2f} s" if seconds else "")
             text += f" (**measured**: {measured})"
     return text

@@ -297,6 +297,37 @@ def test_planner_orders_the_modes():
     assert (big.memory_mode, big.checkpointing) == ("default", "selective")
 
 
+def test_planner_keeps_as_many_attention_outputs_as_fit_and_auto_sets_that_budget():
+    """14B 720p on one H200 with little host memory (no pinned buffers): keeping every block's self-attention output
+    does not fit, full checkpointing does; selective checkpointing with a budget for K blocks is faster than full and
+    fits, the network given that budget keeps exactly K blocks' outputs, and memory_mode=auto sets the budget."""
+    from cosmos_predict2.configs.compose import compose_config
+    from cosmos_predict2.configs.lazy import instantiate
+    from cosmos_predict2.training.memory_plan import LATENT_720P, choose, plan, tokens
+
+    counts = _counts("14B", 32)
+    rows = plan(counts, LATENT_720P, gpu_memory_gib=139.8, host_memory_gib=16.0)
+    chosen = choose(rows, 139.8, 16.0)
+    full = next(p for p in rows if (p.memory_mode, p.checkpointing) == ("default", "full"))
+    assert chosen.memory_mode == "default" and chosen.checkpointing == "selective", chosen
+    assert 0 < chosen.kept_blocks < counts.num_blocks and chosen.s_per_step < full.s_per_step
+    assert chosen.fits(139.8, 16.0) and "selective_checkpoint_budget_gib=" in chosen.overrides()
+
+    net = build_net("14B", device="meta", activation_checkpointing="selective",
+                    selective_checkpoint_budget_gib=chosen.budget_gib)  # fmt: skip
+    x = torch.empty(1, LATENT_720P[0], tokens(counts, LATENT_720P) // LATENT_720P[0], counts.dim, device="meta",
+                    dtype=torch.bfloat16)  # fmt: skip
+    assert net._blocks_keeping_attention(x) == chosen.kept_blocks
+
+    cfg = compose_config("cosmos_predict2/configs/base/config.py", [
+        "experiment=predict2_video2world_lora_training_14b_cosmos_nemo_assets", "model.config.memory_mode=auto"])
+    model = instantiate(cfg.model)
+    model.resolve_memory_mode(LATENT_720P, gpu_memory_gib=139.8, host_memory_gib=16.0)
+    c = model.config
+    assert (c.memory_mode, c.activation_checkpointing, c.selective_checkpoint_budget_gib) == (
+        "default", "selective", chosen.budget_gib)
+
+
 def test_dryrun_names_a_mode_and_auto_picks_it(capsys, monkeypatch):
     import re
 

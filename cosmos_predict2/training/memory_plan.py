@@ -94,6 +94,21 @@ class Prediction:
     peak_gib: float
     s_per_step: float
     host_gib: float  # pinned host memory the mode holds
+    # Selective checkpointing that keeps the self-attention outputs of only the first `kept_blocks` blocks
+    # (model.config.selective_checkpoint_budget_gib=budget_gib); None: every block's.
+    kept_blocks: int | None = None
+    budget_gib: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The checkpointing as the table prints it: 'selective 29/36' for a partial one."""
+        return self.checkpointing if self.kept_blocks is None else f"{self.checkpointing} {self.kept_blocks}"
+
+    def overrides(self) -> str:
+        """The config overrides that run this plan."""
+        text = f"model.config.memory_mode={self.memory_mode} model.config.activation_checkpointing={self.checkpointing}"
+        return text + (f" model.config.selective_checkpoint_budget_gib={self.budget_gib:g}"
+                       if self.budget_gib is not None else "")  # fmt: skip
 
     def fits(self, gpu_memory_gib: float, host_memory_gib: float | None = None) -> bool:
         """GPU: peak with the allocator's headroom; host (when known): the pinned buffers, rounded up to powers
@@ -109,16 +124,17 @@ def tokens(counts: NetCounts, latent_T_H_W: tuple[int, int, int]) -> int:
 
 def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
                      kept_per_block: int = 1, dtype_bytes: int = 2, ahead: int = 1,
-                     block_weight_bytes: int = 2) -> float:  # fmt: skip
+                     block_weight_bytes: int = 2, kept_blocks: int | None = None) -> float:  # fmt: skip
     """Peak allocated GPU memory of one LoRA step. kept_per_block: attention outputs selective checkpointing keeps
     per block (1: self-attention, the current policy); block_weight_bytes: 1 with fp8 storage of the frozen block
-    weights (networks/fp8.py)."""
+    weights (networks/fp8.py); kept_blocks: how many blocks keep them (None: all)."""
     offload, stream = MEMORY_MODES[memory_mode]
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
     blocks_on_gpu = min(ahead + 1, counts.num_blocks) if stream else counts.num_blocks
     weights = counts.frozen_rest * dtype_bytes + blocks_on_gpu * counts.frozen_block * block_weight_bytes
     kept = kept_per_block if checkpointing == "selective" else 0
-    saved = 0 if offload else counts.num_blocks * (1 + kept) * u
+    keeping = counts.num_blocks if kept_blocks is None else kept_blocks
+    saved = 0 if offload else (counts.num_blocks + kept * keeping) * u
     working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
     # offload: the block's input and kept outputs copied back, and the next block's (prefetched)
     working = (working_u + (2 * (1 + kept) if offload else 0)) * u
@@ -134,18 +150,21 @@ def _flops(counts: NetCounts, L: int) -> tuple[float, float]:
 
 
 def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
-                    dtype_bytes: int = 2) -> float:  # fmt: skip
+                    dtype_bytes: int = 2, kept_blocks: int | None = None) -> float:  # fmt: skip
     """One step: forward, the recompute (selective keeps self-attention), the backward (frozen linears: input
     gradient only; attention: ~2.5x its forward). Nested checkpointing recomputes the attention sub-layers' linear
-    layers (6 of the 14 D^2 per token) and their elementwise work once more."""
+    layers (6 of the 14 D^2 per token) and their elementwise work once more. kept_blocks: under selective
+    checkpointing, the blocks that keep their attention output (None: all); the others recompute it as under full."""
     L = tokens(counts, latent_T_H_W)
     linear, attention = _flops(counts, L)
     D = counts.dim
-    recomputes_attention = checkpointing in ("full", "nested")
     linear_passes = 3 + (6 * D * D / (6 * D * D + 2 * D * counts.mlp_dim) if checkpointing == "nested" else 0)
     act_bytes = L * counts.dim * counts.num_blocks * dtype_bytes
-    elementwise_passes = {"selective": 2.5, "full": 3.0, "nested": 3.5}[checkpointing]
-    compute = (linear_passes * linear / R_LINEAR + (4.5 if recomputes_attention else 3.5) * attention / R_ATTENTION
+    keeping = 0 if checkpointing != "selective" else counts.num_blocks if kept_blocks is None else kept_blocks
+    kept_share = keeping / counts.num_blocks
+    attention_passes = 4.5 - kept_share  # a kept output saves the recompute's attention forward
+    elementwise_passes = 3.5 if checkpointing == "nested" else 3.0 - 0.5 * kept_share
+    compute = (linear_passes * linear / R_LINEAR + attention_passes * attention / R_ATTENTION
                + elementwise_passes * act_bytes / R_ELEMENTWISE)  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     # Copies overlap compute; a phase (forward 1/3, recompute + backward 2/3) is at least as long as its copies.
@@ -155,22 +174,49 @@ def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], check
 
 
 def predict(counts: NetCounts, latent_T_H_W: tuple[int, int, int], checkpointing: str, memory_mode: str,
-            dtype_bytes: int = 2, block_weight_bytes: int = 2) -> Prediction:  # fmt: skip
+            dtype_bytes: int = 2, block_weight_bytes: int = 2,
+            kept_blocks: int | None = None) -> Prediction:  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     u = tokens(counts, latent_T_H_W) * counts.dim * dtype_bytes
     kept = 1 if checkpointing == "selective" else 0
     host = (counts.num_blocks * (1 + kept) * u if offload else 0) + (
         counts.num_blocks * counts.frozen_block * block_weight_bytes if stream else 0)
     peak = predict_peak_gib(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes=dtype_bytes,
-                            block_weight_bytes=block_weight_bytes)  # fmt: skip
-    return Prediction(memory_mode, checkpointing, peak,
-                      predict_seconds(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes), host / GIB)
+                            block_weight_bytes=block_weight_bytes, kept_blocks=kept_blocks)  # fmt: skip
+    seconds = predict_seconds(counts, latent_T_H_W, checkpointing, memory_mode, dtype_bytes, kept_blocks)
+    # the budget that keeps exactly kept_blocks outputs (networks/dit.py: budget // one output's bytes)
+    budget = None if kept_blocks is None else round((kept_blocks + 0.5) * u / GIB, 2)
+    return Prediction(memory_mode, checkpointing, peak, seconds, host / GIB, kept_blocks, budget)
 
 
-def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int], block_weight_bytes: int = 2) -> list[Prediction]:
-    """Every memory mode x checkpointing mode, fastest first."""
+def partial_selective(counts: NetCounts, latent_T_H_W: tuple[int, int, int], memory_mode: str,
+                      gpu_memory_gib: float, host_memory_gib: float | None = None,
+                      block_weight_bytes: int = 2) -> Prediction | None:  # fmt: skip
+    """Selective checkpointing with a budget: the most blocks (1 to N-1) whose kept self-attention outputs still fit
+    `gpu_memory_gib` in a mode that keeps them on the GPU; None when none fits, or all N do (plain selective)."""
+    if MEMORY_MODES[memory_mode][0]:
+        return None  # offloaded: the kept outputs wait in host memory, keeping them all costs no GPU memory
+    fitting = None
+    for k in range(1, counts.num_blocks):
+        p = predict(counts, latent_T_H_W, "selective", memory_mode, block_weight_bytes=block_weight_bytes,
+                    kept_blocks=k)  # fmt: skip
+        if not p.fits(gpu_memory_gib, host_memory_gib):
+            break
+        fitting = p
+    return fitting
+
+
+def plan(counts: NetCounts, latent_T_H_W: tuple[int, int, int], block_weight_bytes: int = 2,
+         gpu_memory_gib: float | None = None, host_memory_gib: float | None = None) -> list[Prediction]:  # fmt: skip
+    """Every memory mode x checkpointing mode, fastest first; for a given GPU also, per mode, selective
+    checkpointing with the largest budget that fits it when keeping every block's output does not."""
     rows = [predict(counts, latent_T_H_W, c, m, block_weight_bytes=block_weight_bytes)
             for m in MEMORY_MODES for c in CHECKPOINTING]  # fmt: skip
+    if gpu_memory_gib is not None:
+        for p in [p for p in rows if p.checkpointing == "selective" and not p.fits(gpu_memory_gib, host_memory_gib)]:
+            partial = partial_selective(counts, latent_T_H_W, p.memory_mode, gpu_memory_gib, host_memory_gib,
+                                        block_weight_bytes)  # fmt: skip
+            rows += [partial] if partial is not None else []
     return sorted(rows, key=lambda p: p.s_per_step)
 
 
@@ -217,15 +263,16 @@ def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Pr
              f"  {'memory_mode':<20} {'checkpointing':<13} {'peak GiB':>9} {'s/step':>8} {'host GiB':>9} fits"]
     for p in rows:
         fits = "-" if gpu_memory_gib is None else ("yes" if p.fits(gpu_memory_gib, host_memory_gib) else "no")
-        lines.append(f"  {p.memory_mode:<20} {p.checkpointing:<13} {p.peak_gib:>9.1f} {p.s_per_step:>8.2f} "
+        lines.append(f"  {p.memory_mode:<20} {p.label:<13} {p.peak_gib:>9.1f} {p.s_per_step:>8.2f} "
                      f"{p.host_gib:>9.1f} {fits}")  # fmt: skip
+    if any(p.kept_blocks is not None for p in rows):
+        lines.append("  (selective K: only the first K blocks keep their self-attention output, "
+                     "model.config.selective_checkpoint_budget_gib)")  # fmt: skip
     if gpu_memory_gib is not None:
-        lines.append(f"Fastest mode that fits: model.config.memory_mode={chosen.memory_mode} "
-                     f"model.config.activation_checkpointing={chosen.checkpointing}" if chosen is not None
+        lines.append(f"Fastest mode that fits: {chosen.overrides()}" if chosen is not None
                      else "Fastest mode that fits: none (no memory mode fits this GPU)")  # fmt: skip
     return "\n".join(lines)
 
 
 __all__ = ["MEASURED", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib", "host_memory_gib",
-           "latent_shape_of",
-           "plan", "predict", "predict_peak_gib", "predict_seconds"]
+           "latent_shape_of", "partial_selective", "plan", "predict", "predict_peak_gib", "predict_seconds"]

@@ -162,7 +162,8 @@ class Video2WorldModel(nn.Module):
         from cosmos_predict2.training import memory_plan
 
         weight_bytes = 2 if self.config.base_weight_storage == "bf16" else 1
-        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W, weight_bytes)
+        rows = memory_plan.plan(memory_plan.NetCounts.of(self.meta_net_with_adapters()), latent_T_H_W, weight_bytes,
+                                gpu_memory_gib, host_memory_gib)  # fmt: skip
         if _world_size() > 1:  # FSDP shards the weights (and cannot shard host-resident ones): no streaming
             rows = [p for p in rows if not MEMORY_MODES[p.memory_mode][1]]
         chosen = memory_plan.choose(rows, gpu_memory_gib, host_memory_gib) if gpu_memory_gib is not None else None
@@ -185,8 +186,12 @@ class Video2WorldModel(nn.Module):
             self.config.memory_mode = "default"
         else:
             self.config.memory_mode, self.config.activation_checkpointing = chosen.memory_mode, chosen.checkpointing
+            if chosen.budget_gib is not None:
+                self.config.selective_checkpoint_budget_gib = chosen.budget_gib
+        budget = self.config.selective_checkpoint_budget_gib
         log.info(f"memory_mode=auto -> memory_mode={self.config.memory_mode}, "
-                 f"activation_checkpointing={self.config.activation_checkpointing}")  # fmt: skip
+                 f"activation_checkpointing={self.config.activation_checkpointing}"
+                 + (f", selective_checkpoint_budget_gib={budget:g}" if budget is not None else ""))  # fmt: skip
 
     def setup(self, device: torch.device | str, seed: int = 0, rank: int = 0,
               latent_shape_T_H_W: tuple[int, int, int] | None = None) -> None:  # fmt: skip

@@ -204,25 +204,42 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
             "peak_reserved_gib": MEMORY.get("peak_reserved_gib")}  # fmt: skip
 
 
-def run_isolated(argv: list[str], row: dict) -> dict:
-    """The same script for one row in a fresh Python process (see the module docstring)."""
+def run_isolated(argv: list[str], row: dict, row_timeout: float | None = None) -> dict:
+    """The same script for one row in a fresh Python process (see the module docstring). After `row_timeout`
+    seconds the row is stopped and kept with the step times it reported (`progress` lines) as its partial result."""
     import collections
+    import queue
     import subprocess
+    import threading
 
     proc = subprocess.Popen([sys.executable, __file__, *argv, "--row", json.dumps(row)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    result, tail = None, collections.deque(maxlen=80)
-    for line in proc.stdout:
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)], daemon=True).start()
+    deadline = None if row_timeout is None else time.monotonic() + row_timeout
+    result, tail, progress_lines = None, collections.deque(maxlen=80), []
+    while True:
+        try:
+            line = lines.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:  # past the row's time limit
+            proc.kill()
+            break
+        if line is None:
+            break
         if line.startswith("ROW "):
             result = json.loads(line[4:])
         elif line.startswith("progress: "):
+            progress_lines.append(line[10:].strip())
             print(f"  {row['resolution']} {row.get('ckpt', 'peer')} {row.get('memory_mode', '')}: {line[10:]}",
                   end="", flush=True)  # fmt: skip
         else:
             tail.append(line)
     if proc.wait() != 0 or result is None:
         print("".join(tail), file=sys.stderr)
-        return {"resolution": row["resolution"], "impl": str(row), "s_per_step": None, "peak_gib": "failed"}
+        stopped = deadline is not None and time.monotonic() >= deadline
+        return {"resolution": row["resolution"], "impl": str(row), "s_per_step": None,
+                "peak_gib": f"stopped after {row_timeout:g} s" if stopped else "failed",
+                "progress": progress_lines}  # fmt: skip
     return result
 
 
@@ -248,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma list of attention backends to time ours under (e.g. cudnn,fa4); default: best")
     ap.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                     help="each row in a fresh process (auto: on CUDA)")
+    ap.add_argument("--row_timeout", type=float, default=None,
+                    help="stop an isolated row after this many seconds, keeping the step times it reported")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row and print it
     args = ap.parse_args(argv)
 
@@ -270,15 +289,15 @@ def main(argv: list[str] | None = None) -> None:
     isolate = args.isolate == "yes" or (args.isolate == "auto" and device.type == "cuda")
     rows = []
     for row in sorted(plan, key=lambda r: resolutions.index(r["resolution"])):
-        result = run_isolated(argv, row) if isolate else run_row(args, row, device, size, dtype, details)
+        result = (run_isolated(argv, row, args.row_timeout) if isolate
+                  else run_row(args, row, device, size, dtype, details))  # fmt: skip
         details.update(result.pop("details", {}))
         rows.append(result)
         print(f"done: {result}", flush=True)
-
-    out = os.environ.get("OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
+        out = os.environ.get("OUT")
+        if out:  # after every row: a run stopped from outside keeps the rows it finished
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "bench_train_step.json").write_text(json.dumps({"rows": rows, "details": details}, indent=2))
     print(f"\n{details}")
     print(f"{'res':<6} {'implementation':<60} {'s/step':>9} {'peak GiB':>9} {'reserved':>9}")
     for r in rows:

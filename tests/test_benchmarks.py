@@ -45,3 +45,13 @@ def test_memory_plan_table_covers_every_gpu_and_marks_measured_rows(tmp_path):
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and "GiB |" in ln]
     assert len(rows) == 5 and all(ln.count(" | ") == 4 for ln in rows), proc.stdout
     assert "**measured**" in proc.stdout and "does not fit" in rows[0]
+
+
+def test_bench_train_step_stops_a_row_at_its_time_limit_and_keeps_the_others(tmp_path):
+    """--row_timeout: a row still running at its limit is stopped and recorded as such (with the step times it
+    reported), and the JSON is written after every row, so a measurement stopped from outside keeps what it has."""
+    proc = _run("benchmarks/bench_train_step.py", "--tiny", "--no-peer", "--checkpointing", "full",
+                "--warmup", "1", "--reps", "1", "--isolate", "yes", "--row_timeout", "0.5", out=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench_train_step.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["peak_gib"] == "stopped after 0.5 s" and rows[0]["s_per_step"] is None

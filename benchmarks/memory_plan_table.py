@@ -8,6 +8,7 @@ each GPU, for 2B r16 / 14B r32 LoRA at 480p / 720p, batch 1, 93 frames, a machin
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ CASES = [("2B", 16, LATENT_480P, "480p"), ("2B", 16, LATENT_720P, "720p"), ("14B
          ("14B", 32, LATENT_720P, "720p")]  # fmt: skip
 
 
+@functools.cache
 def counts(size: str, rank: int) -> NetCounts:
     cfg = model_config_dict(model_size=size, dit_path="", train_architecture="lora", lora_rank=rank, lora_alpha=rank,
                             lora_target_modules="q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2")  # fmt: skip

@@ -178,6 +178,54 @@ def test_activation_offload_needs_checkpointing():
         build_net("tiny", activation_offload=True)
 
 
+# --- host memory of the exact size (networks/host_memory.py) ----------------------------------------------------
+
+def test_host_buffer_pool_gives_exact_sizes_and_reuses_freed_buffers():
+    from cosmos_predict2.networks.host_memory import HostBufferPool, storage_bytes
+
+    t = torch.randn(6, 5, 4).transpose(0, 2)  # non-contiguous strides, as an attention output can be
+    pool = HostBufferPool(pin=False)
+    host = pool.empty_strided(t.shape, t.stride(), t.dtype)
+    assert host.shape == t.shape and host.stride() == t.stride() and host.dtype == t.dtype
+    host.copy_(t)
+    assert torch.equal(host, t)
+    assert pool.allocated_bytes == storage_bytes(t.shape, t.stride(), t.dtype) == 120 * 4  # no rounding up
+    first = host.data_ptr()
+    again = pool.empty_strided(t.shape, t.stride(), t.dtype)  # the first is still in use: a second buffer
+    assert again.data_ptr() != first and pool.allocated_bytes == 2 * 480
+    del host
+    assert pool.cached_bytes() == 480
+    reused = pool.empty_strided(t.shape, t.stride(), t.dtype)
+    assert reused.data_ptr() == first and pool.allocated_bytes == 2 * 480 and pool.cached_bytes() == 0
+    assert storage_bytes((3, 0), (1, 1), torch.float32) == 0
+
+
+def test_activation_offload_allocates_once_and_reuses_host_memory():
+    net = _tiny_net(True, activation_checkpointing="full", activation_offload=True, num_blocks=3)
+    net.activation_offload.min_bytes = 4096
+    _loss_and_grads(net)
+    after_one = net.activation_offload.host_bytes()
+    assert after_one > 0
+    for _ in range(2):
+        _loss_and_grads(net)
+    assert net.activation_offload.host_bytes() == after_one  # later steps reuse the first step's buffers
+
+
+def test_weight_streaming_moves_the_frozen_weights_into_one_host_buffer():
+    from cosmos_predict2.networks.streaming import apply_weight_streaming
+
+    net = _tiny_net(True, activation_checkpointing="full", num_blocks=3)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    streamer = apply_weight_streaming(net, "cpu")
+    buffer = streamer._buffer
+    start, end = buffer.data_ptr(), buffer.data_ptr() + buffer.numel()
+    frozen = [p for block in streamer.frozen for p in block]
+    assert all(start <= p.data_ptr() and p.data_ptr() + p.numel() * p.element_size() <= end for p in frozen)
+    assert sum(p.numel() * p.element_size() for p in frozen) <= buffer.numel() < sum(
+        p.numel() * p.element_size() + 64 for p in frozen)  # one allocation, cache-line aligned, nothing rounded up
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
+
+
 # --- frozen-weight streaming -----------------------------------------------------------------------------------
 
 
@@ -399,9 +447,12 @@ def test_cuda_memory_modes_same_bits(ckpt, monkeypatch):
             torch.testing.assert_close(result[0], reference[0], rtol=1e-2, atol=1e-3)
         if stream:
             weight = net.blocks[1].self_attn.q_proj.base_layer.weight
-            assert weight.device.type == "cpu" and weight.is_pinned()  # offloaded between uses
+            assert weight.device.type == "cpu" and weight.is_pinned()  # offloaded between uses, page-locked
+            assert net.weight_streamer._buffer.is_pinned()
             assert net.blocks[1].self_attn.q_proj.lora_A["default"].weight.device.type == "cuda"
         if offload:
+            pools = net.activation_offload._pools
+            assert list(pools) == [True] and all(b.is_pinned() for f in pools[True]._free.values() for b in f)
             stats = net.activation_offload.stats
             if ckpt == "selective":  # x and the kept attention outputs (how many tensors: the kernel's)
                 assert stats["offloaded"] > 2 * len(net.blocks) and stats["kept_prefetched"] > 0, stats

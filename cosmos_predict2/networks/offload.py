@@ -9,7 +9,7 @@ starts copying block i-1's inputs back, so the copy overlaps block i's recompute
 the same bits: losses and gradients equal the non-offloaded run's exactly.
 
 On a CPU "device" the copies are plain host copies (the logic runs, nothing is saved); on CUDA host memory is
-pinned (PyTorch's caching host allocator reuses it from step to step).
+page-locked at the exact size and reused from step to step (networks/host_memory.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
+
+from cosmos_predict2.networks.host_memory import HostBufferPool
 
 # Saved block inputs smaller than this stay where they are: the per-frame modulation [B, T, D] and the text
 # embedding [B, 512, 1024] are small next to x [B, T*H*W, D], and each copy has a fixed cost.
@@ -58,6 +60,7 @@ class ActivationOffload:
     def __init__(self, min_bytes: int = MIN_OFFLOAD_BYTES, prefetch: bool = True) -> None:
         self.min_bytes, self.prefetch = min_bytes, prefetch
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._pools: dict[bool, HostBufferPool] = {}  # page-locked (CUDA tensors) or not (a CPU "device")
         self._groups: dict[int, list[weakref.ref[_Offloaded]]] = {}
         self._group_ids = itertools.count()
         self._current_group: int | None = None
@@ -164,7 +167,7 @@ class ActivationOffload:
         # Same strides as t: the copy back must be indistinguishable (a transposed attention output reshaped after
         # the recompute must copy exactly when the original did). Expanded tensors (stride 0) become contiguous.
         strides = t.stride() if 0 not in t.stride() else torch.empty(t.shape, device="meta").stride()
-        host = torch.empty_strided(t.shape, strides, dtype=t.dtype, device="cpu", pin_memory=cuda)
+        host = self._pool(cuda).empty_strided(t.shape, strides, t.dtype)
         copied = None
         if cuda:
             stream = self._stream(t.device)
@@ -200,6 +203,15 @@ class ActivationOffload:
             ready = torch.cuda.Event()
             ready.record(stream)
         handle.prefetched = (t, ready)
+
+    def _pool(self, pin: bool) -> HostBufferPool:
+        if pin not in self._pools:
+            self._pools[pin] = HostBufferPool(pin)
+        return self._pools[pin]
+
+    def host_bytes(self) -> int:
+        """Host memory this offload has allocated (in use or waiting for reuse)."""
+        return sum(pool.allocated_bytes for pool in self._pools.values())
 
     def _stream(self, device: torch.device) -> torch.cuda.Stream:
         if device not in self._streams:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
+from cosmos_predict2.networks.host_memory import move_into_one_buffer
 from cosmos_predict2.networks.offload import in_backward
 
 
@@ -38,18 +39,15 @@ class WeightStreamer:
         self.ready: dict[int, torch.cuda.Event | None] = {}  # blocks on the device (or being copied there)
         self.trace: list[tuple[str, int]] | None = None  # set to [] to record ("load"/"drop", block) events
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._buffer: torch.Tensor | None = None  # the host copies of all frozen weights, one allocation
 
     @torch.no_grad()
     def offload(self) -> None:
-        """Move every block's frozen weights to (pinned) host memory: the "offloaded" state."""
-        pin = self.device.type == "cuda"
-        for i, params in enumerate(self.frozen):
-            self.host[i] = []
-            for p in params:
-                host = torch.empty(p.shape, dtype=p.dtype, device="cpu", pin_memory=pin)
-                host.copy_(p.detach())
-                p.data = host
-                self.host[i].append(host)
+        """Move every block's frozen weights into one page-locked host buffer (networks/host_memory.py: the exact
+        size, where `pin_memory=True` would round each weight up to a power of two): the "offloaded" state."""
+        params = [p for block in self.frozen for p in block]
+        self._buffer = move_into_one_buffer(params, pin=self.device.type == "cuda")
+        self.host = [[p.data for p in block] for block in self.frozen]
         self.ready.clear()
 
     def is_offloaded(self, index: int) -> bool:

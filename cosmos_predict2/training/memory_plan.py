@@ -43,7 +43,6 @@ HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direc
 # reserved 1.11-1.30x the allocated peak in the measured rows.
 ALLOCATOR_HEADROOM = 1.25
 CUDA_CONTEXT_GIB = 1.0
-PINNED_ROUNDING = 1.25  # a 0.8 GiB block input takes a 1 GiB pinned block
 HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data loader and Python need the rest)
 CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
@@ -111,9 +110,9 @@ class Prediction:
                        if self.budget_gib is not None else "")  # fmt: skip
 
     def fits(self, gpu_memory_gib: float, host_memory_gib: float | None = None) -> bool:
-        """GPU: peak with the allocator's headroom; host (when known): the pinned buffers, rounded up to powers
-        of two by PyTorch's pinned allocator, within HOST_FRACTION of the machine's memory."""
-        host_ok = host_memory_gib is None or self.host_gib * PINNED_ROUNDING <= HOST_FRACTION * host_memory_gib
+        """GPU: peak with the allocator's headroom; host (when known): the page-locked buffers (their exact size,
+        networks/host_memory.py) within HOST_FRACTION of the machine's memory."""
+        host_ok = host_memory_gib is None or self.host_gib <= HOST_FRACTION * host_memory_gib
         return host_ok and self.peak_gib * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= gpu_memory_gib
 
 

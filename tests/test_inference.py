@@ -121,6 +121,40 @@ def test_seed_reproducibility_and_guidance_paths(base_pipe):
     assert not torch.allclose(_generate(base_pipe, guidance=0.0), a, atol=1e-3)
 
 
+def test_guidance_batch_out_of_memory_falls_back_to_one_branch_at_a_time(assets):  # noqa: F811
+    """A batch-2 guidance forward that runs out of GPU memory (14B at 720p on a 48 GB card) is not fatal: that
+    step and every later one run the branches in turn, the video equals --sequential_guidance's, and the user is
+    told once."""
+    _ASSETS.update(vae=assets.vae, image=assets.image)
+    net = load_base_net(assets.dit, "tiny", CPU, torch.float32).net
+    messages, batch_sizes = [], []
+    forward = net.forward
+
+    def forward_without_room_for_two(x_B_C_T_H_W, *args, **kwargs):
+        batch_sizes.append(x_B_C_T_H_W.shape[0])
+        if x_B_C_T_H_W.shape[0] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.50 GiB")
+        return forward(x_B_C_T_H_W, *args, **kwargs)
+
+    sequential_pipe = _pipeline(net)
+    sequential_pipe.batched_guidance = False
+    expected = _generate(sequential_pipe)
+    pipe = _pipeline(net)
+    pipe.log = messages.append
+    net.forward = forward_without_room_for_two
+    try:
+        got = _generate(pipe)
+        again = _generate(pipe)
+    finally:
+        del net.forward
+    assert torch.equal(got, expected) and torch.equal(again, expected)
+    assert batch_sizes == [2] + [1] * (len(batch_sizes) - 1)  # one failed batched call, then never again
+    assert [m for m in messages if "did not fit" in m] == [
+        "both guidance branches in one batch did not fit in GPU memory: running them one after the other (the same "
+        "video, about half the activation memory; --sequential_guidance starts that way)"]
+    assert pipe.batched_guidance is False
+
+
 def test_sample_latents_keeps_conditioning_frames(base_pipe):
     gt = torch.randn(1, 16, 3, 4, 8)
     cond, neg = _embs()

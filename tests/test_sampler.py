@@ -137,3 +137,26 @@ def test_guidance_formula_and_batching():
     seen_batches.clear()
     torch.testing.assert_close(guided_x0_fn(denoise_fn, cond, uncond, 0.0)(x, sigma), x0_c)
     assert seen_batches == [(2, 2)]
+
+
+def test_batched_guidance_out_of_memory_retries_branch_by_branch():
+    cond, uncond = torch.ones(1, 4, 2), torch.zeros(1, 4, 2)
+    x, sigma = torch.randn(1, 2, 3), torch.tensor(3.0)
+    calls, fallbacks = [], []
+
+    def denoise_fn(x_B, sigma_B, emb_kB):
+        calls.append(emb_kB.shape[0])
+        if emb_kB.shape[0] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return x_B * 0.5 + emb_kB[:, :1, :1].reshape(-1, 1, 1) * 2.0
+
+    x0_fn = guided_x0_fn(denoise_fn, cond, uncond, 7.0, batched=True,
+                         on_batched_out_of_memory=lambda: fallbacks.append(1))
+    first, second = x0_fn(x, sigma), x0_fn(x, sigma)
+    expected = guided_x0_fn(denoise_fn, cond, uncond, 7.0, batched=False)(x, sigma)
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(second, expected, rtol=0, atol=0)
+    assert calls[:5] == [2, 1, 1, 1, 1] and fallbacks == [1]
+    # without a callback the error is the caller's, as before
+    with pytest.raises(torch.OutOfMemoryError):
+        guided_x0_fn(denoise_fn, cond, uncond, 7.0, batched=True)(x, sigma)

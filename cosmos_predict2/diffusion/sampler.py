@@ -129,6 +129,7 @@ def guided_x0_fn(
     guidance: float,
     batched: bool = True,
     branch_parallel=None,
+    on_batched_out_of_memory: Callable[[], None] | None = None,
 ) -> X0Fn:
     """Build the sampler's x0_fn from `denoise_fn(x_sigma_B, sigma_B, emb_kB_L_D) -> x0_hat_kB`.
 
@@ -139,6 +140,9 @@ def guided_x0_fn(
     the activation memory). With guidance 0 or no unconditional embedding only the conditional branch runs.
     branch_parallel (parallel/guidance_parallel.GuidanceParallel): this process computes one branch and exchanges
     it with the process computing the other.
+    on_batched_out_of_memory: when given, a batched call that runs out of device memory is called back (to free
+    the cache and say so) and it and every later call run the branches one after the other instead: the same
+    result, at the memory of one branch (14B at 720p: 39.7 GB against 49.1 GB on one H200).
     """
     def rows(emb_1_L_D: torch.Tensor, B: int) -> torch.Tensor:
         return emb_1_L_D.expand(B, -1, -1) if emb_1_L_D.shape[0] == 1 else emb_1_L_D
@@ -151,14 +155,30 @@ def guided_x0_fn(
 
         return x0_cond_only
 
+    state = {"batched": batched}
+
+    def batched_call(x_B: torch.Tensor, sigma_B: torch.Tensor, emb_2B: torch.Tensor) -> torch.Tensor | None:
+        """Both branches in one call; None when that ran out of memory and the caller falls back."""
+        try:
+            return denoise_fn(x_B, sigma_B, emb_2B)
+        except torch.OutOfMemoryError:
+            if on_batched_out_of_memory is None:
+                raise
+        # Outside the except block: the exception and the frames holding the failed call's tensors are gone.
+        state["batched"] = False
+        on_batched_out_of_memory()
+        return None
+
     def x0_guided(x_B: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         B = x_B.shape[0]
         cond_emb, uncond_emb = rows(cond_emb_B_L_D, B), rows(uncond_emb_B_L_D, B)
+        x0_2B = None
+        if branch_parallel is None and state["batched"]:
+            x0_2B = batched_call(x_B, sigma.expand(B), torch.cat([cond_emb, uncond_emb]))
         if branch_parallel is not None:
             mine = denoise_fn(x_B, sigma.expand(B), (cond_emb, uncond_emb)[branch_parallel.branch])
             x0_c, x0_u = branch_parallel.exchange(mine)
-        elif batched:
-            x0_2B = denoise_fn(x_B, sigma.expand(B), torch.cat([cond_emb, uncond_emb]))
+        elif x0_2B is not None:
             x0_c, x0_u = x0_2B[:B], x0_2B[B:]
         else:
             x0_c = denoise_fn(x_B, sigma.expand(B), cond_emb)

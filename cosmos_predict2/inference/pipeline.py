@@ -67,7 +67,8 @@ class Video2WorldPipeline:
         loaded when prompts are encoded and freed afterwards (`keep_text_encoder=False`), so T5 and the DiT are
         never resident together unless asked: call `encode_prompts` for every prompt before the first generation.
     offload_tokenizer: keep the VAE on the CPU except while it encodes/decodes (saves its memory during sampling).
-    batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory.
+    batched_guidance: run both guidance branches as one batch of 2 (faster); False halves activation memory. A
+        batched call that runs out of GPU memory falls back to False for the rest of the pipeline's life.
     share_guidance_input: in a batched guidance call, compute the network's text-independent first layers once
         for both branches (same result, ~1.6% less work at 720p); False runs the plain batch of 2.
     guidance_parallel: this process computes one guidance branch and exchanges it with its partner process
@@ -100,6 +101,14 @@ class Video2WorldPipeline:
         self._embedding_cache: dict[str, torch.Tensor] = {}
         if offload_tokenizer and not isinstance(tokenizer, Deferred):
             tokenizer.vae.to("cpu")
+
+    def _run_guidance_branches_one_at_a_time(self) -> None:
+        """The batched guidance call did not fit: later calls (and generations) run the branches in turn."""
+        self.batched_guidance = False
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.log("both guidance branches in one batch did not fit in GPU memory: running them one after the other "
+                 "(the same video, about half the activation memory; --sequential_guidance starts that way)")
 
     @property
     def net(self) -> nn.Module:
@@ -266,7 +275,8 @@ class Video2WorldPipeline:
             return x0_kB
 
         x0_fn = guided_x0_fn(denoise_fn, cond_emb_1_L_D, uncond_emb_1_L_D, guidance, batched=self.batched_guidance,
-                             branch_parallel=self.guidance_parallel)
+                             branch_parallel=self.guidance_parallel,
+                             on_batched_out_of_memory=self._run_guidance_branches_one_at_a_time)
         noise = sampler.initial_noise(shape, seed).to(self.device)
         samples = sampler.sample(x0_fn, noise)
         if timings is not None:

@@ -1,4 +1,5 @@
-"""Where a 2B Video2World forward spends its time on the GPU, and what the rest of the pipeline (the VAE) costs.
+"""Where a 2B or 14B Video2World forward spends its time on the GPU, and what the rest of the pipeline (the VAE)
+costs.
 
 One H200, random weights, bf16, 93 frames. Reports:
 - forward seconds at the given resolution for batch 1, the plain guidance batch of 2, and the guidance batch of 2
@@ -10,7 +11,8 @@ One H200, random weights, bf16, 93 frames. Reports:
   frames, which the reference's whole-pipeline number includes;
 - the GPU's power limit and clocks (an H200 SXM runs at up to 700 W).
 
-    python benchmarks/profile_forward.py --resolution 720      # CUDA; JSON to $OUT/profile_forward.json
+    python benchmarks/profile_forward.py --resolution 720                    # CUDA; JSON to $OUT/profile_forward.json
+    python benchmarks/profile_forward.py --model_size 14B --resolution 480   # JSON to $OUT/profile_forward_14b.json
 """
 
 from __future__ import annotations
@@ -107,14 +109,15 @@ def vae_seconds(h: int, w: int, reps: int = 2) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_size", default="2B", choices=("2B", "14B"))
     p.add_argument("--resolution", default="720", choices=("480", "720"))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip_vae", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda")
-    report: dict = {"gpu": gpu_info(), "resolution": args.resolution}
+    report: dict = {"gpu": gpu_info(), "model_size": args.model_size, "resolution": args.resolution}
 
-    net = build_net("2B", device=device, dtype=torch.bfloat16).eval().requires_grad_(False)
+    net = build_net(args.model_size, device=device, dtype=torch.bfloat16).eval().requires_grad_(False)
     randomize_(net)
     T, H, W = RESOLUTIONS[f"{args.resolution}p"]
     g = torch.Generator(device=device).manual_seed(0)
@@ -148,11 +151,11 @@ def main() -> None:
     report["forwards"] = forwards
     report["profile_by_class_s"] = by_class
     report["profile_top_kernels"] = top
-    L = T * (H // 2) * (W // 2)
+    L, D = T * (H // 2) * (W // 2), net.model_channels
     report["matmul_tflops"] = {
-        f"[{2 * L}x2048]x[2048x2048]": matmul_tflops(2 * L, 2048, 2048),
-        f"[{2 * L}x2048]x[2048x8192]": matmul_tflops(2 * L, 2048, 8192),
-        f"[{2 * L}x8192]x[8192x2048]": matmul_tflops(2 * L, 8192, 2048),
+        f"[{2 * L}x{D}]x[{D}x{D}]": matmul_tflops(2 * L, D, D),
+        f"[{2 * L}x{D}]x[{D}x{4 * D}]": matmul_tflops(2 * L, D, 4 * D),
+        f"[{2 * L}x{4 * D}]x[{4 * D}x{D}]": matmul_tflops(2 * L, 4 * D, D),
     }
     cases.clear()
     net = None  # free the DiT before the VAE
@@ -162,7 +165,8 @@ def main() -> None:
         report["vae"] = vae_seconds(h, w)
 
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "profile_forward.json").write_text(json.dumps(report, indent=2))
+        name = "profile_forward.json" if args.model_size == "2B" else f"profile_forward_{args.model_size.lower()}.json"
+        Path(os.environ["OUT"], name).write_text(json.dumps(report, indent=2))
     print(json.dumps(report["gpu"]))
     print("\ntop kernels (one shared guidance forward):")
     for name, count, sec in top:
@@ -173,7 +177,8 @@ def main() -> None:
         vae = report["vae"]
         print(f"VAE {args.resolution}p: encode {vae['encode_s']:.2f} s, decode {vae['decode_s']:.2f} s")
     print(f"shared vs plain max rel diff: {report['shared_vs_plain_max_rel_diff']:.2e}")
-    print(f"\n{'2B ' + args.resolution + 'p forward':<40} {'s':>7} {'s/sample':>9} {'TFLOP/s':>8} {'peak GiB':>9}")
+    title = f"{args.model_size} {args.resolution}p forward"
+    print(f"\n{title:<40} {'s':>7} {'s/sample':>9} {'TFLOP/s':>8} {'peak GiB':>9}")
     for name, r in forwards.items():
         print(f"{name:<40} {r['seconds']:7.3f} {r['seconds_per_sample']:9.3f} {r['tflops_per_s']:8.0f} "
               f"{r['peak_gib']:9.1f}")

@@ -10,8 +10,10 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
   time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
 Calibrated on the rows measured on one H200 with FlashAttention-4 (BENCHMARKS.md, `MEASURED` below): every peak
-within 3%, every time within 3%. Everything else (other resolutions and GPUs, weight streaming alone, offloading
-under selective checkpointing) is a prediction; the step time is the H200's.
+within 2%, every time within 3.5% except offloading under selective checkpointing, 5-6% slower than predicted (the
+kept outputs are copied back when their block's recompute starts, not prefetched, so part of that copy is not
+overlapped). Everything else (other resolutions and GPUs, weight streaming alone) is a prediction; the step time
+is the H200's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ MEASURED = [
     ("2B", 16, LATENT_720P, "nested", "low", None, 9.60),  # 18.287 s with attention three times
     ("14B", 32, LATENT_720P, "full", "default", 55.397, 87.07),
     ("14B", 32, LATENT_720P, "nested", "default", None, 78.06),  # 66.027 s with attention three times
+    # 2026-12-02, exact-size page-locked host copies (networks/host_memory.py), FA4:
+    ("2B", 16, LATENT_720P, "selective", "offload_activations", 13.236, 16.9),
+    ("14B", 32, LATENT_720P, "selective", "offload_activations", 48.732, 61.0),
+    ("14B", 32, LATENT_480P, "selective", "low", 11.134, 16.1),
+    ("14B", 32, LATENT_720P, "full", "low", 56.622, 35.3),
 ]
 
 

@@ -47,13 +47,6 @@ from cosmos_predict2.training.ema import PowerEMA
 
 log = logging.getLogger(__name__)
 
-# Activation offload under selective checkpointing moves the kept attention outputs through PyTorch's private
-# checkpoint storage; on PyTorch 2.11 (a list per op) that crashed at real size until it was fixed, and the fix has
-# not run on a GPU yet (docs/memory.md "On GPUs"). The other combinations ran there.
-GPU_MEMORY_MODE_WARNING = (
-    "model.config.memory_mode={mode} with activation_checkpointing=selective: offloading the kept attention "
-    "outputs is checked bit for bit on CPU but has not run on a GPU since its PyTorch 2.11 fix (docs/memory.md): "
-    "compare a few iterations with model.config.memory_mode=default, or use activation_checkpointing=full")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Network keywords that say how this run computes, not what the network is: not recorded as the adapter's base.
 RUNTIME_NET_KEYS = ("activation_checkpointing", "activation_offload", "selective_checkpoint_budget_gib")
@@ -229,9 +222,6 @@ class Video2WorldModel(nn.Module):
         if self.config.memory_mode != "default":
             log.info(f"Memory mode {self.config.memory_mode}: activations offloaded "
                      f"{self.config.offloads_activations}, frozen block weights streamed {stream}")  # fmt: skip
-            if self.device.type == "cuda" and self.config.offloads_activations and \
-                    self.config.activation_checkpointing == "selective":  # fmt: skip
-                log.warning(GPU_MEMORY_MODE_WARNING.format(mode=self.config.memory_mode))
 
     def _load_base(self, net: nn.Module, device: torch.device) -> nn.Module:
         """Base weights from dit_path (assigned into the meta network: one copy), or a seeded initialisation."""

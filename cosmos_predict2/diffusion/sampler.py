@@ -122,6 +122,19 @@ def guidance_combine(x0_cond: torch.Tensor, x0_uncond: torch.Tensor, guidance: f
     return x0_cond + guidance * (x0_cond - x0_uncond)
 
 
+def _batched_or_none(denoise_fn, x_B: torch.Tensor, sigma_B: torch.Tensor, emb_2B: torch.Tensor,
+                     on_out_of_memory: Callable[[], None] | None) -> torch.Tensor | None:
+    """Both guidance branches in one call; None when it ran out of memory and `on_out_of_memory` is given."""
+    try:
+        return denoise_fn(x_B, sigma_B, emb_2B)
+    except torch.OutOfMemoryError:
+        if on_out_of_memory is None:
+            raise
+    # Outside the except block: the exception and the frames holding the failed call's tensors are gone.
+    on_out_of_memory()
+    return None
+
+
 def guided_x0_fn(
     denoise_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     cond_emb_B_L_D: torch.Tensor,
@@ -157,24 +170,14 @@ def guided_x0_fn(
 
     state = {"batched": batched}
 
-    def batched_call(x_B: torch.Tensor, sigma_B: torch.Tensor, emb_2B: torch.Tensor) -> torch.Tensor | None:
-        """Both branches in one call; None when that ran out of memory and the caller falls back."""
-        try:
-            return denoise_fn(x_B, sigma_B, emb_2B)
-        except torch.OutOfMemoryError:
-            if on_batched_out_of_memory is None:
-                raise
-        # Outside the except block: the exception and the frames holding the failed call's tensors are gone.
-        state["batched"] = False
-        on_batched_out_of_memory()
-        return None
-
     def x0_guided(x_B: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         B = x_B.shape[0]
         cond_emb, uncond_emb = rows(cond_emb_B_L_D, B), rows(uncond_emb_B_L_D, B)
         x0_2B = None
         if branch_parallel is None and state["batched"]:
-            x0_2B = batched_call(x_B, sigma.expand(B), torch.cat([cond_emb, uncond_emb]))
+            emb_2B = torch.cat([cond_emb, uncond_emb])
+            x0_2B = _batched_or_none(denoise_fn, x_B, sigma.expand(B), emb_2B, on_batched_out_of_memory)
+            state["batched"] = x0_2B is not None
         if branch_parallel is not None:
             mine = denoise_fn(x_B, sigma.expand(B), (cond_emb, uncond_emb)[branch_parallel.branch])
             x0_c, x0_u = branch_parallel.exchange(mine)

@@ -12,6 +12,7 @@ inputs, plain MSE on the velocity, AdamW on adapters (docs/reference.md §11: 16
     python benchmarks/bench_train_step.py --resolutions 720p --no-peer --reps 5
     python benchmarks/bench_train_step.py --model_size 14B --lora_rank 32 --checkpointing full --no-peer
     python benchmarks/bench_train_step.py --resolutions 720p --checkpointing full --memory_mode default,low --no-peer
+    python benchmarks/bench_train_step.py --resolutions 720p --checkpointing selective --no-peer --profile
 
 On CUDA every row runs in its own fresh process (`--isolate`, the default there): in one process a later contender
 inherits the earlier one's kernel choices and allocator state (the peer measured 26.1 s after ours and 16.75 s alone).
@@ -33,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.profiling import print_profile, profile_call  # noqa: E402
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, set_attention_backend  # noqa: E402
 from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
@@ -78,6 +80,7 @@ def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, 
     return statistics.median(times), peak
 
 
+PROFILE = False  # --profile: one more step of each row of ours under torch.profiler (kernel classes, top operators)
 MEMORY: dict = {}  # peak reserved memory of the last measurement (CUDA)
 START = time.perf_counter()  # when this process started measuring (a row's set-up time is reported from it)
 
@@ -104,7 +107,12 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
     model.init_ema()
     batch = make_batch(shape, model.net_kwargs()["crossattn_emb_channels"], device)
     extra["trainable_parameters"] = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
-    return measure(lora_train_step(model, batch), warmup, reps, device)  # freed with this frame (see free_memory)
+    step = lora_train_step(model, batch)
+    result = measure(step, warmup, reps, device)
+    if PROFILE and device.type == "cuda":  # one more step under the profiler, after the timed ones
+        extra["profile"] = profile_call(step, top=25, top_ops=40)
+        print_profile(extra["profile"], "one training step")
+    return result  # the model is freed with this frame (see free_memory)
 
 
 def lora_train_step(model: Video2WorldModel, batch: dict):
@@ -267,8 +275,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="each row in a fresh process (auto: on CUDA)")
     ap.add_argument("--row_timeout", type=float, default=None,
                     help="stop an isolated row after this many seconds, keeping the step times it reported")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, one more step of ours under torch.profiler: GPU time by kernel "
+                         "class and the top operators with their shapes (in the JSON's details.profile)")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row and print it
     args = ap.parse_args(argv)
+    global PROFILE
+    PROFILE = args.profile
 
     if args.tiny:
         device, size, dtype, resolutions = torch.device("cpu"), "tiny", "fp32", ["tiny"]

@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_network import RESOLUTIONS, model_flops_forward, timed  # noqa: E402
+from benchmarks.profiling import print_profile, profile_call  # noqa: E402
 from cosmos_predict2.networks import build_net  # noqa: E402
 from cosmos_predict2.networks.weights import randomize_  # noqa: E402
 
@@ -43,35 +43,6 @@ def gpu_info() -> dict:
         out = "unavailable"
     return {"nvidia_smi": dict(zip(query.split(","), (v.strip() for v in out.split(",")))),
             "cudnn": torch.backends.cudnn.version(), "torch": torch.__version__}
-
-
-def kernel_class(name: str) -> str:
-    n = name.lower()
-    if any(k in n for k in ("fmha", "sdpa", "flash", "attention", "cudnn_generated")):
-        return "attention"
-    if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "sm90_")):
-        return "matmul"
-    if "triton" in n:
-        return "fused elementwise (triton)"
-    return "other"
-
-
-def profile_forward(fn) -> tuple[dict, list]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    by_class: dict[str, float] = defaultdict(float)
-    kernels = []
-    for evt in prof.key_averages():
-        us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
-        if us <= 0 or evt.key.startswith("ProfilerStep"):
-            continue
-        by_class[kernel_class(evt.key)] += us / 1e6
-        kernels.append((evt.key[:90], evt.count, us / 1e6))
-    kernels.sort(key=lambda k: -k[2])
-    return dict(by_class), kernels[:15]
 
 
 def matmul_tflops(M: int, K: int, N: int) -> float:
@@ -147,10 +118,10 @@ def main() -> None:
             samples = 1 if name == "batch 1" else 2
             forwards[name] = {"seconds": sec, "seconds_per_sample": sec / samples, "peak_gib": peak,
                               "tflops_per_s": samples * flops1 / sec / 1e12}
-        by_class, top = profile_forward(cases["guidance batch 2, shared first layers"])
+        profiled = profile_call(cases["guidance batch 2, shared first layers"])
     report["forwards"] = forwards
-    report["profile_by_class_s"] = by_class
-    report["profile_top_kernels"] = top
+    report["profile_by_class_s"] = profiled["by_class_s"]
+    report["profile_top_kernels"] = profiled["top_kernels"]
     L, D = T * (H // 2) * (W // 2), net.model_channels
     report["matmul_tflops"] = {
         f"[{2 * L}x{D}]x[{D}x{D}]": matmul_tflops(2 * L, D, D),
@@ -168,10 +139,7 @@ def main() -> None:
         name = "profile_forward.json" if args.model_size == "2B" else f"profile_forward_{args.model_size.lower()}.json"
         Path(os.environ["OUT"], name).write_text(json.dumps(report, indent=2))
     print(json.dumps(report["gpu"]))
-    print("\ntop kernels (one shared guidance forward):")
-    for name, count, sec in top:
-        print(f"  {sec:8.3f} s  x{count:<5d} {name}")
-    print("\nby class: " + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))
+    print_profile(profiled, "one shared guidance forward")
     print("matmul TFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in report["matmul_tflops"].items()))
     if "vae" in report:
         vae = report["vae"]

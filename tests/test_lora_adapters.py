@@ -127,11 +127,12 @@ def test_merging_adapters_gives_the_same_function_without_lora_layers():
     torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)  # fp32: folding only reorders the sums
 
 
-def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0):
-    net = randomize_(build_net("tiny", **TINY), seed=3).to(torch.bfloat16)
+def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0, compute_dtype: str = "float32",
+                   dtype: torch.dtype = torch.bfloat16, alpha: float = 4):
+    net = randomize_(build_net("tiny", **TINY), seed=3).to(dtype)
     torch.manual_seed(0)
-    add_lora(net, LoraSpec(4, 4, DEFAULT_TARGET_MODULES, dropout=dropout), adapter_dtype=torch.float32,
-             keep_input_dtype=keep_input_dtype)
+    add_lora(net, LoraSpec(4, alpha, DEFAULT_TARGET_MODULES, dropout=dropout), adapter_dtype=torch.float32,
+             keep_input_dtype=keep_input_dtype, compute_dtype=compute_dtype)
     with torch.no_grad():  # lora_B = 0 at init would hide the down projections' gradient path through x
         for name, p in net.named_parameters():
             if ".lora_B." in name:
@@ -139,10 +140,10 @@ def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0):
     return net
 
 
-def _loss_grads_and_saved_bytes(net):
+def _loss_grads_and_saved_bytes(net, dtype: torch.dtype = torch.bfloat16):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 16, 3, 8, 8, generator=g).to(torch.bfloat16)
-    t, ctx = torch.rand(1, 3, generator=g).to(torch.bfloat16), torch.randn(1, 7, 32, generator=g).to(torch.bfloat16)
+    x = torch.randn(1, 16, 3, 8, 8, generator=g).to(dtype)
+    t, ctx = torch.rand(1, 3, generator=g).to(dtype), torch.randn(1, 7, 32, generator=g).to(dtype)
     saved = {}  # storage pointer -> bytes: a tensor kept by several nodes counts once, as in memory
 
     def pack(tensor):
@@ -176,3 +177,94 @@ def test_down_projections_keep_their_bf16_input_same_numbers_fewer_bytes():
     assert type(lora_A).__name__ == "LoraDown" and lora_A.weight.dtype == torch.float32
     with_dropout = _bf16_lora_net(True, dropout=0.1)  # dropout acts on the input: PEFT's fp32 path is kept
     assert type(with_dropout.blocks[0].mlp.layer2.lora_A["default"]) is torch.nn.Linear
+
+
+def _relative_errors(run, ref) -> tuple[float, float]:
+    """(output/loss error, worst adapter-gradient error) of `run` against `ref`, both relative."""
+    loss, grads, _ = run
+    ref_loss, ref_grads, _ = ref
+    grad_error = max(((grads[n].float() - ref_grads[n]).norm() / ref_grads[n].norm()).item() for n in ref_grads)
+    return abs(loss.item() - ref_loss.item()) / abs(ref_loss.item()), grad_error
+
+
+def test_fused_adapters_compute_what_peft_computes():
+    """The default adapters (`FusedLoraLinear`: base output += (x A^T)(scale B)^T in one step) against PEFT's own
+    forward, with scale alpha/r = 1.75. In fp32 the two are the same sums in another order (tolerance: fp32
+    rounding). In bf16 both carry the bf16 base's rounding; the fused path rounds the adapter products in bf16 too
+    (the reference's bf16 parameters), so against the fp32 network its error must stay that of PEFT's bf16 path:
+    the adapter's own rounding (2^-8 of a delta ~5% of the output) is far below the base's."""
+    fused32 = _bf16_lora_net(True, compute_dtype="base", dtype=torch.float32, alpha=7)
+    assert type(fused32.blocks[0].self_attn.q_proj).__name__ == "FusedLoraLinear"
+    ref = _loss_grads_and_saved_bytes(_bf16_lora_net(True, dtype=torch.float32, alpha=7), torch.float32)
+    loss, grads, _ = _loss_grads_and_saved_bytes(fused32, torch.float32)
+    torch.testing.assert_close(loss, ref[0], rtol=1e-5, atol=1e-6)
+    for name in ref[1]:
+        torch.testing.assert_close(grads[name], ref[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+    fused16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, compute_dtype="base", alpha=7))
+    peft16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, alpha=7))
+    fused_loss_error, fused_grad_error = _relative_errors(fused16, ref)
+    peft_loss_error, peft_grad_error = _relative_errors(peft16, ref)
+    assert fused_loss_error <= 1.25 * peft_loss_error + 1e-3, (fused_loss_error, peft_loss_error)
+    assert fused_grad_error <= 1.25 * peft_grad_error + 1e-3, (fused_grad_error, peft_grad_error)
+    assert fused16[2] <= peft16[2], (fused16[2], peft16[2])  # keeps no more for the backward than LoraDown's path
+
+
+def test_fused_adapters_fall_back_to_peft_where_they_do_not_apply():
+    """Dropout, disabled or merged adapters and autocast take PEFT's forward; several active adapters are each
+    added; scale 0 gives the base exactly."""
+    from cosmos_predict2.lora import activate_adapters, merge_lora_
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 64, generator=g)
+
+    def layer(dropout=0.0, compute_dtype="base"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential()
+        net.add_module("q_proj", torch.nn.Linear(64, 32))
+        add_lora(net, LoraSpec(4, 6, "q_proj", dropout=dropout), compute_dtype=compute_dtype)
+        torch.nn.init.normal_(net.q_proj.lora_B["default"].weight, generator=torch.Generator().manual_seed(3))
+        return net
+
+    fused, peft_path = layer(), layer(compute_dtype="float32")
+    assert type(fused.q_proj).__name__ == "FusedLoraLinear" and type(peft_path.q_proj).__name__ == "Linear"
+    torch.testing.assert_close(fused(x), peft_path(x))
+    with_dropout = layer(dropout=0.5).train()
+    assert not with_dropout.q_proj._fusable(x, ["default"], (), {})
+    torch.manual_seed(5)
+    dropped = with_dropout(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(dropped, super(type(with_dropout.q_proj), with_dropout.q_proj).forward(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.q_proj._fusable(x, ["default"], (), {})
+        assert fused(x).dtype == torch.bfloat16
+    for net in (fused, peft_path):  # a second adapter: both act, each added
+        torch.manual_seed(1)  # lora_A's Kaiming init draws from the global generator
+        add_lora(net, LoraSpec(2, 2, "q_proj"), adapter_name="second",
+                 compute_dtype="base" if net is fused else "float32")  # fmt: skip
+        torch.nn.init.normal_(net.q_proj.lora_B["second"].weight, generator=torch.Generator().manual_seed(4))
+        activate_adapters(net, ["default", "second"])
+    torch.testing.assert_close(fused(x), peft_path(x))
+    base = torch.nn.functional.linear(x, fused.q_proj.base_layer.weight, fused.q_proj.base_layer.bias)
+    fused.q_proj.enable_adapters(False)
+    assert not fused.q_proj._fusable(x, ["default"], (), {}) and torch.equal(fused(x), base)
+    fused.q_proj.enable_adapters(True)
+    set_lora_scale(fused, 0.0)
+    set_lora_scale(fused, 0.0, adapter_name="second")
+    assert torch.equal(fused(x), base)
+    set_lora_scale(fused, 1.0)
+    expected = fused(x)
+    fused.q_proj.merge()  # PEFT's in-place merge: the base alone then
+    assert fused.q_proj.merged and not fused.q_proj._fusable(x, ["default"], (), {})
+    torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
+    expected = peft_path(x)
+    merge_lora_(peft_path)
+    torch.testing.assert_close(peft_path(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_compute_dtype_is_a_checked_model_config_field():
+    from cosmos_predict2.configs.model_config import ModelConfigError, model_config_dict, parse_model_config
+
+    assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "base"
+    with pytest.raises(ModelConfigError, match="lora_compute_dtype.*base.*float32"):
+        parse_model_config(model_config_dict(train_architecture="lora", lora_compute_dtype="bf16"))

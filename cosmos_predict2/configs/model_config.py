@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cosmos_predict2.diffusion.rectified_flow import SIGMA_CONDITIONAL
-from cosmos_predict2.lora.spec import DEFAULT_TARGET_MODULES, LoraConfigError, LoraSpec
+from cosmos_predict2.lora.spec import DEFAULT_TARGET_MODULES, LORA_COMPUTE_DTYPES, LoraConfigError, LoraSpec
 
 TRAIN_ARCHITECTURES = ("lora", "full", "base")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -71,6 +71,7 @@ class Video2WorldModelConfig:
     lora_target_modules: str = DEFAULT_TARGET_MODULES
     init_lora_weights: bool = _LORA_DEFAULTS.init_lora_weights
     lora_dropout: float = _LORA_DEFAULTS.dropout
+    lora_compute_dtype: str = "base"  # "base": adapters in the base dtype, fused (bf16); "float32": PEFT's fp32 path
     pipe_config: PipeConfig = field(default_factory=PipeConfig)
     # §2: training noise levels
     p_mean: float = 0.0
@@ -216,6 +217,7 @@ def _check(cfg: Video2WorldModelConfig) -> None:
     check(cfg.memory_mode in ("default", AUTO_MEMORY_MODE) or cfg.activation_checkpointing != "none", "memory_mode",
           "offloading and weight streaming work on checkpointed blocks: set model.config.activation_checkpointing "
           "to 'full' or 'selective'")  # fmt: skip
+    check(cfg.lora_compute_dtype in LORA_COMPUTE_DTYPES, "lora_compute_dtype", f"choose one of {LORA_COMPUTE_DTYPES}")
     check(cfg.base_weight_storage in BASE_WEIGHT_STORAGE, "base_weight_storage", f"choose one of {BASE_WEIGHT_STORAGE}")
     check(cfg.base_weight_storage == "bf16" or (cfg.is_lora and cfg.activation_checkpointing != "none"),
           "base_weight_storage", "fp8 storage of the frozen weights needs model.config.train_architecture=lora and "

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from peft import inject_adapter_in_model
+from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch import nn
 
-from cosmos_predict2.lora.spec import ADAPTER_NAME, VALID_TARGETS, LoraConfigError, LoraSpec
+from cosmos_predict2.lora.spec import ADAPTER_NAME, LORA_COMPUTE_DTYPES, VALID_TARGETS, LoraConfigError, LoraSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,66 @@ class LoraDown(nn.Linear):
         return _DownProjection.apply(x, self.weight)
 
 
+class _LoraDelta(torch.autograd.Function):
+    """y += (x A^T)(scale B)^T in place, in x's dtype: two small matmuls, the second accumulating into the base
+    layer's output in its epilogue (cuBLAS beta = 1), each with fp32 accumulation. The adapters' fp32 weights are
+    cast for the call (the reference trains LoRA in bf16 with fp32 master weights: the same numbers, rounded once
+    per product instead of after each of PEFT's steps). PEFT's forward computes the same sum in fp32 through
+    [tokens, out] fp32 temporaries (the cast input, B's output, its scaled copy, the fp32 sum and its cast back):
+    at 2B 720p those passes cost ~2.6 s of a 12.9 s training step (BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, x: torch.Tensor, weight_A: torch.Tensor, weight_B: torch.Tensor,
+                scale: float) -> torch.Tensor:
+        x_N_in = x.reshape(-1, x.shape[-1])
+        h_N_r = x_N_in @ weight_A.to(x.dtype).T
+        y.view(-1, y.shape[-1]).addmm_(h_N_r, (weight_B * scale).to(x.dtype).T)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(x, h_N_r, weight_A, weight_B)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, h_N_r, weight_A, weight_B = ctx.saved_tensors
+        g_N_out = grad_y.reshape(-1, grad_y.shape[-1])
+        gh_N_r = g_N_out @ (weight_B * ctx.scale).to(x.dtype)  # d loss / d (x A^T)
+        grad_x = (gh_N_r @ weight_A.to(x.dtype)).view_as(x) if ctx.needs_input_grad[1] else None
+        grad_A = (gh_N_r.T @ x.reshape(-1, x.shape[-1])).to(weight_A.dtype) if ctx.needs_input_grad[2] else None
+        grad_B = (g_N_out.T @ h_N_r).to(weight_B.dtype) * ctx.scale if ctx.needs_input_grad[3] else None
+        return grad_y, grad_x, grad_A, grad_B, None
+
+
+class FusedLoraLinear(PeftLoraLinear):
+    """PEFT's LoRA Linear (same parameters, keys, merge and scale) whose plain adapters add into the base output in
+    the layer's dtype (`_LoraDelta`). Everything else (dropout, DoRA and other variants, a bias on lora_B,
+    mixed-adapter batches, autocast) takes PEFT's own forward."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        active = [n for n in self.active_adapters if n in self.lora_A]
+        if not self._fusable(x, active, args, kwargs):
+            return super().forward(x, *args, **kwargs)
+        result = self.base_layer(x).contiguous()
+        for name in active:
+            result = _LoraDelta.apply(result, x, self.lora_A[name].weight, self.lora_B[name].weight,
+                                      self.scaling[name])  # fmt: skip
+        return result
+
+    def _fusable(self, x: torch.Tensor, active: list[str], args: tuple, kwargs: dict) -> bool:
+        plain = all(isinstance(self.lora_dropout[n], nn.Identity) and n not in getattr(self, "lora_variant", {})
+                    and self.lora_B[n].bias is None for n in active)  # fmt: skip
+        return (plain and not args and not kwargs and not self.disable_adapters and not self.merged
+                and x.is_floating_point() and not torch.is_autocast_enabled(x.device.type))  # fmt: skip
+
+
+def _fuse_adapters(net: nn.Module) -> None:
+    """Give every PEFT LoRA Linear the fused forward (a subclass of PEFT's: isinstance checks, state dict keys,
+    merge and scale stay PEFT's)."""
+    for module in net.modules():
+        if type(module) is PeftLoraLinear:
+            module.__class__ = FusedLoraLinear
+
+
 def _keep_input_dtype(net: nn.Module, adapter_name: str) -> None:
     """Make each adapted layer's new lora_A a LoraDown and stop PEFT's input cast (LoraDown casts inside). Only for
     layers without dropout: dropout runs on the input before lora_A, and in bf16 it would round differently."""
@@ -80,7 +141,7 @@ def _keep_input_dtype(net: nn.Module, adapter_name: str) -> None:
 
 
 def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.float32,
-             adapter_name: str = ADAPTER_NAME, keep_input_dtype: bool = True) -> nn.Module:
+             adapter_name: str = ADAPTER_NAME, keep_input_dtype: bool = True, compute_dtype: str = "base") -> nn.Module:
     """Inject LoRA adapters with PEFT (in place), freeze everything else, keep adapters in `adapter_dtype`.
     Works on the meta device (nothing is allocated), which is how configs are checked before any weight is read.
     Several adapters (each its own name, rank and targets) are injected by calling this once per name; then
@@ -91,7 +152,12 @@ def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.
     "No parameters found for LoRA adaptation" error lists the valid names.
 
     `keep_input_dtype`: the adapters' down projections keep their input in the base dtype for the backward instead
-    of PEFT's fp32 copy (`LoraDown`; same numbers, half the activation bytes of each adapted layer)."""
+    of PEFT's fp32 copy (`LoraDown`; same numbers, half the activation bytes of each adapted layer).
+
+    `compute_dtype`: "base" adds the adapters into each layer's output in the layer's dtype (bf16 on the GPU: the
+    reference's numbers, `FusedLoraLinear`); "float32" runs PEFT's forward, the adapter math in fp32."""
+    if compute_dtype not in LORA_COMPUTE_DTYPES:
+        raise LoraConfigError(f"LoRA compute dtype {compute_dtype!r}: choose one of {LORA_COMPUTE_DTYPES}")
     unmatched = [t for t in spec.target_modules if not matching_modules(net, [t])]
     valid = f"valid targets: {', '.join(VALID_TARGETS)} (or a longer suffix such as self_attn.q_proj)"
     if len(unmatched) == len(spec.target_modules):
@@ -113,6 +179,8 @@ def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.
         raise LoraConfigError("No parameters found for LoRA adaptation: nothing is trainable")
     if keep_input_dtype:
         _keep_input_dtype(net, adapter_name)
+    if compute_dtype == "base":
+        _fuse_adapters(net)
     return net
 
 
@@ -171,5 +239,5 @@ def load_adapter_weights(net: nn.Module, weights: Mapping[str, torch.Tensor], so
     net.load_state_dict({k: like(v, own[k]) for k, v in weights.items()}, strict=False)
 
 
-__all__ = ["activate_adapters", "add_lora", "has_lora", "load_adapter_weights", "lora_state_dict",
-           "matching_modules", "merge_lora_", "set_lora_scale"]  # fmt: skip
+__all__ = ["FusedLoraLinear", "activate_adapters", "add_lora", "has_lora",
+           "load_adapter_weights", "lora_state_dict", "matching_modules", "merge_lora_", "set_lora_scale"]

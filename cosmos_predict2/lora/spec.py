@@ -22,6 +22,9 @@ DEFAULT_TARGET_MODULES = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2
 VALID_TARGETS = ("q_proj", "k_proj", "v_proj", "output_proj", "mlp.layer1", "mlp.layer2")
 ADAPTER_FORMAT = "cosmos-predict2-lora"
 ADAPTER_NAME = "default"  # PEFT's adapter name: `...q_proj.lora_A.default.weight`
+# How the adapters compute (not part of an adapter: the same file either way): "base" in each layer's dtype, added
+# into its output in one fused step (bf16 on the GPU, as the reference); "float32": PEFT's forward, in fp32.
+LORA_COMPUTE_DTYPES = ("base", "float32")
 
 
 class LoraConfigError(ValueError):

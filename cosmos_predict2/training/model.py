@@ -2,9 +2,11 @@
 the training step of docs/reference.md §2.
 
 Precision policy:
-  - LoRA: the frozen base in `precision` (bf16 on GPU), adapters fp32, no autocast (the adapter input is cast to
-    fp32 inside the down projection, which keeps the bf16 input for its backward: lora/adapters.py `LoraDown`;
-    the result is added back in the base dtype).
+  - LoRA: the frozen base in `precision` (bf16 on GPU), adapters stored in fp32 (the optimizer's master weights),
+    no autocast. By default (`lora_compute_dtype="base"`) the adapters compute in the base dtype, cast for each
+    call and added into the layer's output in one fused step, as the reference's bf16 parameters do
+    (lora/adapters.py `FusedLoraLinear`); "float32" runs PEFT's fp32 adapter math (the input cast to fp32 inside the
+    down projection, which keeps the bf16 input for its backward: `LoraDown`).
   - full fine-tuning: the network is kept in fp32 (these are the optimizer's master weights) and the forward
     runs under `precision` autocast, so matmuls and attention run in bf16 as in the reference.
   - the loss, sigma, noise and preconditioning are fp32 (cosmos_predict2.diffusion.rectified_flow).
@@ -207,7 +209,7 @@ class Video2WorldModel(nn.Module):
         net.requires_grad_(True)
         if self.is_lora:
             torch.manual_seed(seed)  # PEFT's Kaiming init of lora_A draws from the global generator
-            add_lora(net, self.lora_spec, adapter_dtype=torch.float32)
+            add_lora(net, self.lora_spec, adapter_dtype=torch.float32, compute_dtype=self.config.lora_compute_dtype)
         if self.config.base_weight_storage != "bf16":
             from cosmos_predict2.networks.fp8 import store_frozen_weights_fp8
 

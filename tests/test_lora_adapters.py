@@ -265,6 +265,6 @@ def test_fused_adapters_fall_back_to_peft_where_they_do_not_apply():
 def test_lora_compute_dtype_is_a_checked_model_config_field():
     from cosmos_predict2.configs.model_config import ModelConfigError, model_config_dict, parse_model_config
 
-    assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "base"
+    assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "float32"
     with pytest.raises(ModelConfigError, match="lora_compute_dtype.*base.*float32"):
         parse_model_config(model_config_dict(train_architecture="lora", lora_compute_dtype="bf16"))

@@ -141,7 +141,8 @@ def _keep_input_dtype(net: nn.Module, adapter_name: str) -> None:
 
 
 def add_lora(net: nn.Module, spec: LoraSpec, adapter_dtype: torch.dtype = torch.float32,
-             adapter_name: str = ADAPTER_NAME, keep_input_dtype: bool = True, compute_dtype: str = "base") -> nn.Module:
+             adapter_name: str = ADAPTER_NAME, keep_input_dtype: bool = True,
+             compute_dtype: str = "float32") -> nn.Module:
     """Inject LoRA adapters with PEFT (in place), freeze everything else, keep adapters in `adapter_dtype`.
     Works on the meta device (nothing is allocated), which is how configs are checked before any weight is read.
     Several adapters (each its own name, rank and targets) are injected by calling this once per name; then

@@ -59,7 +59,7 @@ MEASURED = [
     ("2B", 16, LATENT_720P, "selective", "default", 12.939, 33.73),
     ("2B", 16, LATENT_480P, "selective", "default", 2.734, 15.01),
     ("2B", 16, LATENT_720P, "full", "low", 15.346, 13.21),
-    ("2B", 16, LATENT_720P, "nested", "low", None, 9.60),  # 18.287 s with attention three times
+    ("2B", 16, LATENT_720P, "nested", "low", 15.895, 9.93),  # 2026-12-03, with the attention hand-off
     ("14B", 32, LATENT_720P, "full", "default", 55.397, 87.07),
     ("14B", 32, LATENT_720P, "nested", "default", None, 78.06),  # 66.027 s with attention three times
     # 2026-12-02, exact-size page-locked host copies (networks/host_memory.py), FA4:
@@ -67,6 +67,7 @@ MEASURED = [
     ("14B", 32, LATENT_720P, "selective", "offload_activations", 48.732, 61.0),
     ("14B", 32, LATENT_480P, "selective", "low", 11.134, 16.1),
     ("14B", 32, LATENT_720P, "full", "low", 56.622, 35.3),
+    ("14B", 32, LATENT_720P, "nested", "low", 58.307, 27.10),  # 2026-12-03, with the attention hand-off
 ]
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.profiling import print_profile, profile_call  # noqa: E402
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
+from cosmos_predict2.lora.spec import LORA_COMPUTE_DTYPES  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, set_attention_backend  # noqa: E402
 from cosmos_predict2.training.model import Video2WorldModel, model_config_dict  # noqa: E402
 from cosmos_predict2.training.optim import build_optimizer, clip_gradients  # noqa: E402
@@ -199,10 +200,12 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
         mode += f" weights={args.base_weight_storage}" if args.base_weight_storage != "bf16" else ""
         budget = args.selective_budget_gib if row["ckpt"] == "selective" else None
         mode += f" keep<={budget:g}GiB" if budget is not None else ""
+        mode += f" lora={args.lora_compute_dtype}" if args.lora_compute_dtype else ""
         impl = f"ours r{args.lora_rank} ckpt={row['ckpt']}{mode} attn={attention_backend_for(device, net_dtype)}"
+        lora = {"lora_compute_dtype": args.lora_compute_dtype} if args.lora_compute_dtype else {}
         measure_row = lambda: ours(size, shape, row["ckpt"], device, dtype, args.warmup, args.reps,  # noqa: E731
                                    details, args.lora_rank, row.get("memory_mode", "default"),
-                                   args.base_weight_storage, selective_checkpoint_budget_gib=budget)
+                                   args.base_weight_storage, selective_checkpoint_budget_gib=budget, **lora)
     try:
         sec, peak = measure_row()
     except torch.OutOfMemoryError:
@@ -264,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
                          "default, offload_activations, stream_weights, low, auto")
     ap.add_argument("--base_weight_storage", default="bf16", choices=("bf16", "fp8_e5m2", "fp8_e4m3"),
                     help="model.config.base_weight_storage: fp8 storage of the frozen block weights (lossy)")
+    ap.add_argument("--lora_compute_dtype", default=None, choices=LORA_COMPUTE_DTYPES,
+                    help="model.config.lora_compute_dtype (default: the config's): base = the fused adapters")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--selective_budget_gib", type=float, default=None,
                     help="selective checkpointing keeps self-attention outputs of only this many GiB of blocks")

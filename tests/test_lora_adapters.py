@@ -128,7 +128,7 @@ def test_merging_adapters_gives_the_same_function_without_lora_layers():
 
 
 def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0, compute_dtype: str = "float32",
-                   dtype: torch.dtype = torch.bfloat16, alpha: float = 4):
+                   dtype: torch.dtype = torch.bfloat16, alpha: float = 4, device: str = "cpu"):
     net = randomize_(build_net("tiny", **TINY), seed=3).to(dtype)
     torch.manual_seed(0)
     add_lora(net, LoraSpec(4, alpha, DEFAULT_TARGET_MODULES, dropout=dropout), adapter_dtype=torch.float32,
@@ -137,13 +137,14 @@ def _bf16_lora_net(keep_input_dtype: bool, dropout: float = 0.0, compute_dtype: 
         for name, p in net.named_parameters():
             if ".lora_B." in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
-    return net
+    return net.to(device)
 
 
-def _loss_grads_and_saved_bytes(net, dtype: torch.dtype = torch.bfloat16):
+def _loss_grads_and_saved_bytes(net, dtype: torch.dtype = torch.bfloat16, device: str = "cpu"):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 16, 3, 8, 8, generator=g).to(dtype)
-    t, ctx = torch.rand(1, 3, generator=g).to(dtype), torch.randn(1, 7, 32, generator=g).to(dtype)
+    x = torch.randn(1, 16, 3, 8, 8, generator=g).to(device, dtype)
+    t = torch.rand(1, 3, generator=g).to(device, dtype)
+    ctx = torch.randn(1, 7, 32, generator=g).to(device, dtype)
     saved = {}  # storage pointer -> bytes: a tensor kept by several nodes counts once, as in memory
 
     def pack(tensor):
@@ -187,22 +188,29 @@ def _relative_errors(run, ref) -> tuple[float, float]:
     return abs(loss.item() - ref_loss.item()) / abs(ref_loss.item()), grad_error
 
 
-def test_fused_adapters_compute_what_peft_computes():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_fused_adapters_compute_what_peft_computes(device):
     """The default adapters (`FusedLoraLinear`: base output += (x A^T)(scale B)^T in one step) against PEFT's own
     forward, with scale alpha/r = 1.75. In fp32 the two are the same sums in another order (tolerance: fp32
     rounding). In bf16 both carry the bf16 base's rounding; the fused path rounds the adapter products in bf16 too
     (the reference's bf16 parameters), so against the fp32 network its error must stay that of PEFT's bf16 path:
-    the adapter's own rounding (2^-8 of a delta ~5% of the output) is far below the base's."""
-    fused32 = _bf16_lora_net(True, compute_dtype="base", dtype=torch.float32, alpha=7)
+    the adapter's own rounding (2^-8 of a delta ~5% of the output) is far below the base's. On a GPU the bf16
+    products are cuBLAS's (the up projection accumulating into the base output, beta = 1)."""
+    # fp32 matmuls in full fp32 (PyTorch's default; TF32 would round the fp32 reference pair to 10 bits)
+    assert torch.get_float32_matmul_precision() == "highest"
+    fused32 = _bf16_lora_net(True, compute_dtype="base", dtype=torch.float32, alpha=7, device=device)
     assert type(fused32.blocks[0].self_attn.q_proj).__name__ == "FusedLoraLinear"
-    ref = _loss_grads_and_saved_bytes(_bf16_lora_net(True, dtype=torch.float32, alpha=7), torch.float32)
-    loss, grads, _ = _loss_grads_and_saved_bytes(fused32, torch.float32)
+    ref = _loss_grads_and_saved_bytes(_bf16_lora_net(True, dtype=torch.float32, alpha=7, device=device),
+                                      torch.float32, device)  # fmt: skip
+    loss, grads, _ = _loss_grads_and_saved_bytes(fused32, torch.float32, device)
     torch.testing.assert_close(loss, ref[0], rtol=1e-5, atol=1e-6)
     for name in ref[1]:
         torch.testing.assert_close(grads[name], ref[1][name], rtol=1e-4, atol=1e-6, msg=name)
 
-    fused16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, compute_dtype="base", alpha=7))
-    peft16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, alpha=7))
+    fused16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, compute_dtype="base", alpha=7, device=device),
+                                          device=device)  # fmt: skip
+    peft16 = _loss_grads_and_saved_bytes(_bf16_lora_net(True, alpha=7, device=device), device=device)
     fused_loss_error, fused_grad_error = _relative_errors(fused16, ref)
     peft_loss_error, peft_grad_error = _relative_errors(peft16, ref)
     assert fused_loss_error <= 1.25 * peft_loss_error + 1e-3, (fused_loss_error, peft_loss_error)
@@ -265,6 +273,6 @@ def test_fused_adapters_fall_back_to_peft_where_they_do_not_apply():
 def test_lora_compute_dtype_is_a_checked_model_config_field():
     from cosmos_predict2.configs.model_config import ModelConfigError, model_config_dict, parse_model_config
 
-    assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "float32"
+    assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "base"
     with pytest.raises(ModelConfigError, match="lora_compute_dtype.*base.*float32"):
         parse_model_config(model_config_dict(train_architecture="lora", lora_compute_dtype="bf16"))

@@ -47,7 +47,7 @@ def _tiny_net(lora: bool, seed: int = 5, **kwargs):
     if lora:
         net.requires_grad_(False)
         torch.manual_seed(seed)
-        add_lora(net, LORA, adapter_dtype=torch.float32)
+        add_lora(net, LORA, adapter_dtype=torch.float32, compute_dtype="base")  # the training default
         with torch.no_grad():  # PEFT zero-initialises lora_B: make the adapters matter
             for name, p in net.named_parameters():
                 if "lora_B" in name:

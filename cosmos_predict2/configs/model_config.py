@@ -71,7 +71,7 @@ class Video2WorldModelConfig:
     lora_target_modules: str = DEFAULT_TARGET_MODULES
     init_lora_weights: bool = _LORA_DEFAULTS.init_lora_weights
     lora_dropout: float = _LORA_DEFAULTS.dropout
-    lora_compute_dtype: str = "float32"  # "float32": PEFT's fp32 path; "base": base dtype, fused (opt-in)
+    lora_compute_dtype: str = "base"  # "base": the base dtype, fused (FusedLoraLinear); "float32": PEFT's fp32 path
     pipe_config: PipeConfig = field(default_factory=PipeConfig)
     # §2: training noise levels
     p_mean: float = 0.0

@@ -9,11 +9,11 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
          none when offloaded + one block's recompute + backward working set (WORKING_SET_U u).
   time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
-Calibrated on the rows measured on one H200 with FlashAttention-4 (BENCHMARKS.md, `MEASURED` below): every peak
-within 2%, every time within 3.5% except offloading under selective checkpointing, 5-6% slower than predicted (the
-kept outputs are copied back when their block's recompute starts, not prefetched, so part of that copy is not
-overlapped). Everything else (other resolutions and GPUs, weight streaming alone) is a prediction; the step time
-is the H200's.
+Calibrated on the rows measured on one H200 with FlashAttention-4 and the default fused bf16 adapters
+(BENCHMARKS.md, `MEASURED` below): every peak within 2.2%, every time within 1.6%; a partial selective row (2B 720p,
+21 of 28 blocks kept) is predicted within 1%. Everything else (other resolutions and GPUs, weight streaming alone)
+is a prediction; the step time is the H200's. With PEFT's fp32 adapter path (lora_compute_dtype=float32) the
+2B 720p step measured 1.2x slower and 5 u larger than this model predicts.
 """
 
 from __future__ import annotations
@@ -26,20 +26,21 @@ import torch
 from cosmos_predict2.configs.model_config import MEMORY_MODES
 
 GIB = 2**30
-# One block's recompute + backward working set in units of u, fitted on the measured peaks (35.8-36.8 u): the tensors
-# the block saves for its own backward (~27 u counted on CPU: the adapted layers' inputs, the MLP's 4D hidden twice,
-# the q/k norms' fp32 inputs, attention's q/k/v/out) plus the backward's gradients in flight. It was 47.5 u before
-# the adapters' down projections kept their bf16 input (LoraDown) instead of PEFT's fp32 copy.
-WORKING_SET_U = 36.2
+# One block's recompute + backward working set in units of u, fitted on the measured peaks (30.4-31.7 u): the tensors
+# the block saves for its own backward (the adapted layers' inputs, the MLP's 4D hidden twice, the q/k norms' fp32
+# inputs, attention's q/k/v/out) plus the backward's gradients in flight. PEFT's fp32 adapter path
+# (lora_compute_dtype=float32) measured 36.2 u, and 47.5 u before its down projections kept their bf16 input.
+WORKING_SET_U = 30.9
 # Nested checkpointing (networks/dit.py) holds one sub-layer's tensors at a time plus the three sub-layer inputs and
-# the handed-off self-attention output: fitted on the two measured nested peaks (24.6 and 25.6 u).
-WORKING_SET_NESTED_U = 25.1
+# the handed-off self-attention output: fitted on the two measured nested peaks (21.2 and 21.6 u).
+WORKING_SET_NESTED_U = 21.4
 TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, EMA shadow
 # Effective H200 rates fitted on the measured step times (not hardware peaks: the elementwise term absorbs
-# LayerNorm/RMSNorm/RoPE/GELU and PEFT's casts, which scale with the activation bytes).
-R_LINEAR = 755e12  # FLOP/s
-R_ATTENTION = 698e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
-R_ELEMENTWISE = 7.43e9  # activation bytes per second of per-element work
+# LayerNorm/RMSNorm/RoPE/GELU and the adapters' small products, which scale with the activation bytes). With PEFT's
+# fp32 adapter path (lora_compute_dtype=float32) the elementwise rate was 7.43e9 (its fp32 temporaries).
+R_LINEAR = 668e12  # FLOP/s
+R_ATTENTION = 682e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
+R_ELEMENTWISE = 2.6e10  # activation bytes per second of per-element work
 HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction
 # A plan fits when peak allocated * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= the GPU's memory: the caching allocator
 # reserved 1.11-1.30x the allocated peak in the measured rows.
@@ -49,25 +50,19 @@ HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data lo
 CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
 
-# The measured rows the constants are calibrated on (BENCHMARKS.md, 2026-12-02, FlashAttention-4, LoRA down
-# projections in bf16): (size, rank, latent T,H,W, checkpointing, memory mode, s/step, peak allocated GiB). The nested
-# rows' times are left out (None): they were taken before the block's recompute handed its self-attention output to
-# the sub-layer's recompute (AttentionHandoff), when attention ran three times per step; with a third attention pass
-# this model gives 66.5 s and 18.8 s for them.
+# The measured rows the constants are calibrated on (BENCHMARKS.md, 2026-12-03, one H200, FlashAttention-4, the
+# default fused bf16 adapters `lora_compute_dtype=base`): (size, rank, latent T,H,W, checkpointing, memory mode,
+# s/step, peak allocated GiB).
 LATENT_720P, LATENT_480P = (24, 88, 160), (24, 54, 96)
 MEASURED = [
-    ("2B", 16, LATENT_720P, "selective", "default", 12.939, 33.73),
-    ("2B", 16, LATENT_480P, "selective", "default", 2.734, 15.01),
-    ("2B", 16, LATENT_720P, "full", "low", 15.346, 13.21),
-    ("2B", 16, LATENT_720P, "nested", "low", 15.895, 9.93),  # 2026-12-03, with the attention hand-off
-    ("14B", 32, LATENT_720P, "full", "default", 55.397, 87.07),
-    ("14B", 32, LATENT_720P, "nested", "default", None, 78.06),  # 66.027 s with attention three times
-    # 2026-12-02, exact-size page-locked host copies (networks/host_memory.py), FA4:
-    ("2B", 16, LATENT_720P, "selective", "offload_activations", 13.236, 16.9),
-    ("14B", 32, LATENT_720P, "selective", "offload_activations", 48.732, 61.0),
-    ("14B", 32, LATENT_480P, "selective", "low", 11.134, 16.1),
-    ("14B", 32, LATENT_720P, "full", "low", 56.622, 35.3),
-    ("14B", 32, LATENT_720P, "nested", "low", 58.307, 27.10),  # 2026-12-03, with the attention hand-off
+    ("2B", 16, LATENT_720P, "selective", "default", 10.733, 32.09),
+    ("2B", 16, LATENT_480P, "selective", "default", 1.964, 14.41),
+    ("2B", 16, LATENT_720P, "selective", "offload_activations", 10.781, 15.28),
+    ("2B", 16, LATENT_720P, "full", "low", 13.143, 11.58),
+    ("2B", 16, LATENT_720P, "nested", "low", 13.439, 8.31),
+    ("14B", 32, LATENT_720P, "full", "default", 48.844, 83.00),
+    ("14B", 32, LATENT_720P, "selective", "offload_activations", 40.432, 56.94),
+    ("14B", 32, LATENT_720P, "nested", "low", 49.787, 23.06),
 ]
 
 

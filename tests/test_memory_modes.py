@@ -311,23 +311,29 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 @functools.cache
-def _counts(size: str, rank: int):
+def _counts(size: str, rank: int, lora_compute_dtype: str = "base"):
     from cosmos_predict2.training.memory_plan import NetCounts
 
     model = Video2WorldModel(model_config_dict(model_size=size, dit_path="", train_architecture="lora",
-                                               lora_rank=rank, lora_alpha=rank, lora_target_modules=LORA_TARGETS))
+                                               lora_rank=rank, lora_alpha=rank, lora_target_modules=LORA_TARGETS,
+                                               lora_compute_dtype=lora_compute_dtype))  # fmt: skip
     return NetCounts.of(model.meta_net_with_adapters())  # the meta device: 14B is never allocated
 
 
-def test_planner_predicts_the_measured_rows_within_10_percent():
-    from cosmos_predict2.training.memory_plan import MEASURED, predict_peak_gib, predict_seconds
+@pytest.mark.parametrize("lora_compute_dtype", ["base", "float32"])
+def test_planner_predicts_the_measured_rows_within_10_percent(lora_compute_dtype):
+    """Both adapter paths: the fused default (MEASURED) and PEFT's fp32 forward (MEASURED_FP32_ADAPTERS), each
+    network counted with its own adapters (NetCounts.fp32_adapters)."""
+    from cosmos_predict2.training import memory_plan as mp
 
-    counts = {size: _counts(size, rank) for size, rank in {(r[0], r[1]) for r in MEASURED}}
-    for size, _rank, latent, ckpt, mode, seconds, peak in MEASURED:
-        predicted = predict_peak_gib(counts[size], latent, ckpt, mode)
+    rows = mp.MEASURED if lora_compute_dtype == "base" else mp.MEASURED_FP32_ADAPTERS
+    counts = {size: _counts(size, rank, lora_compute_dtype) for size, rank in {(r[0], r[1]) for r in rows}}
+    assert all(c.fp32_adapters == (lora_compute_dtype == "float32") for c in counts.values())
+    for size, _rank, latent, ckpt, mode, seconds, peak in rows:
+        predicted = mp.predict_peak_gib(counts[size], latent, ckpt, mode)
         assert abs(predicted / peak - 1) < 0.10, (size, latent, ckpt, mode, predicted, peak)
         if seconds is not None:
-            predicted_s = predict_seconds(counts[size], latent, ckpt, mode)
+            predicted_s = mp.predict_seconds(counts[size], latent, ckpt, mode)
             assert abs(predicted_s / seconds - 1) < 0.10, (size, latent, ckpt, mode, predicted_s, seconds)
 
 

@@ -12,8 +12,9 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
 Calibrated on the rows measured on one H200 with FlashAttention-4 and the default fused bf16 adapters
 (BENCHMARKS.md, `MEASURED` below): every peak within 2.2%, every time within 1.6%; a partial selective row (2B 720p,
 21 of 28 blocks kept) is predicted within 1%. Everything else (other resolutions and GPUs, weight streaming alone)
-is a prediction; the step time is the H200's. With PEFT's fp32 adapter path (lora_compute_dtype=float32) the
-2B 720p step measured 1.2x slower and 5 u larger than this model predicts.
+is a prediction; the step time is the H200's. PEFT's fp32 adapter path (lora_compute_dtype=float32, a network
+without FusedLoraLinear) adds its measured extra working set and time (FP32_ADAPTER_*; its ten rows,
+MEASURED_FP32_ADAPTERS, within 4.8% peak and 3.0% time).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import os
 from dataclasses import dataclass
 
 import torch
+from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 from cosmos_predict2.configs.model_config import MEMORY_MODES
+from cosmos_predict2.lora.adapters import FusedLoraLinear
 
 GIB = 2**30
 # One block's recompute + backward working set in units of u, fitted on the measured peaks (30.4-31.7 u): the tensors
@@ -41,6 +44,11 @@ TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, 
 R_LINEAR = 668e12  # FLOP/s
 R_ATTENTION = 682e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
 R_ELEMENTWISE = 2.6e10  # activation bytes per second of per-element work
+# PEFT's fp32 adapter path (lora_compute_dtype=float32), measured against the fused adapters on the same seven
+# rows (MEASURED_FP32_ADAPTERS): its [tokens, out] fp32 temporaries add 5.3 u to the working set (3.7 u nested) and
+# 0.21-0.27 s per GB of block activations (act bytes) to the step.
+FP32_ADAPTER_EXTRA_U, FP32_ADAPTER_EXTRA_NESTED_U = 5.3, 3.7
+FP32_ADAPTER_S_PER_BYTE = 0.24e-9
 HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction
 # A plan fits when peak allocated * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= the GPU's memory: the caching allocator
 # reserved 1.11-1.30x the allocated peak in the measured rows.
@@ -64,6 +72,19 @@ MEASURED = [
     ("14B", 32, LATENT_720P, "selective", "offload_activations", 40.432, 56.94),
     ("14B", 32, LATENT_720P, "nested", "low", 49.787, 23.06),
 ]
+# The same kind of rows with PEFT's fp32 adapter path (lora_compute_dtype=float32; 2026-12-02/03, FA4, BENCHMARKS.md).
+MEASURED_FP32_ADAPTERS = [
+    ("2B", 16, LATENT_720P, "selective", "default", 12.939, 33.73),
+    ("2B", 16, LATENT_480P, "selective", "default", 2.734, 15.01),
+    ("2B", 16, LATENT_720P, "full", "low", 15.346, 13.21),
+    ("2B", 16, LATENT_720P, "nested", "low", 15.895, 9.93),
+    ("14B", 32, LATENT_720P, "full", "default", 55.397, 87.07),
+    ("2B", 16, LATENT_720P, "selective", "offload_activations", 13.236, 16.9),
+    ("14B", 32, LATENT_720P, "selective", "offload_activations", 48.732, 61.0),
+    ("14B", 32, LATENT_480P, "selective", "low", 11.134, 16.1),
+    ("14B", 32, LATENT_720P, "full", "low", 56.622, 35.3),
+    ("14B", 32, LATENT_720P, "nested", "low", 58.307, 27.10),
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class NetCounts:
     frozen_rest: int  # frozen parameters outside the blocks
     trainable: int
     patch_spatial: int = 2
+    fp32_adapters: bool = False  # PEFT's fp32 adapter forward (lora_compute_dtype=float32), not FusedLoraLinear
 
     @classmethod
     def of(cls, net: torch.nn.Module) -> NetCounts:
@@ -86,7 +108,8 @@ class NetCounts:
         return cls(num_blocks=len(net.blocks), dim=net.model_channels, mlp_dim=block.mlp.layer1.out_features,
                    frozen_block=max(frozen_blocks), frozen_rest=frozen - sum(frozen_blocks),
                    trainable=sum(p.numel() for p in net.parameters() if p.requires_grad),
-                   patch_spatial=net.patch_spatial)  # fmt: skip
+                   patch_spatial=net.patch_spatial, fp32_adapters=any(
+                       isinstance(m, PeftLoraLinear) and not isinstance(m, FusedLoraLinear) for m in net.modules()))
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,8 @@ def predict_peak_gib(counts: NetCounts, latent_T_H_W: tuple[int, int, int], chec
     keeping = counts.num_blocks if kept_blocks is None else kept_blocks
     saved = 0 if offload else (counts.num_blocks + kept * keeping) * u
     working_u = WORKING_SET_NESTED_U if checkpointing == "nested" else WORKING_SET_U
+    if counts.fp32_adapters:
+        working_u += FP32_ADAPTER_EXTRA_NESTED_U if checkpointing == "nested" else FP32_ADAPTER_EXTRA_U
     # offload: the block's input and kept outputs copied back, and the next block's (prefetched)
     working = (working_u + (2 * (1 + kept) if offload else 0)) * u
     return (weights + counts.trainable * TRAINABLE_BYTES + saved + working) / GIB
@@ -167,7 +192,8 @@ def predict_seconds(counts: NetCounts, latent_T_H_W: tuple[int, int, int], check
     attention_passes = 4.5 - kept_share  # a kept output saves the recompute's attention forward
     elementwise_passes = 3.5 if checkpointing == "nested" else 3.0 - 0.5 * kept_share
     compute = (linear_passes * linear / R_LINEAR + attention_passes * attention / R_ATTENTION
-               + elementwise_passes * act_bytes / R_ELEMENTWISE)  # fmt: skip
+               + elementwise_passes * act_bytes / R_ELEMENTWISE
+               + (FP32_ADAPTER_S_PER_BYTE * act_bytes if counts.fp32_adapters else 0.0))  # fmt: skip
     offload, stream = MEMORY_MODES[memory_mode]
     # Copies overlap compute; a phase (forward 1/3, recompute + backward 2/3) is at least as long as its copies.
     per_pass = (act_bytes if offload else 0) + (counts.frozen_block * counts.num_blocks * dtype_bytes if stream else 0)
@@ -276,5 +302,6 @@ def format_plan(rows: list[Prediction], gpu_memory_gib: float | None, chosen: Pr
     return "\n".join(lines)
 
 
-__all__ = ["MEASURED", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib", "host_memory_gib",
-           "latent_shape_of", "partial_selective", "plan", "predict", "predict_peak_gib", "predict_seconds"]
+__all__ = ["MEASURED", "MEASURED_FP32_ADAPTERS", "NetCounts", "Prediction", "choose", "format_plan", "gpu_memory_gib",
+           "host_memory_gib", "latent_shape_of", "partial_selective", "plan", "predict", "predict_peak_gib",
+           "predict_seconds"]

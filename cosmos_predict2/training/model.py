@@ -116,7 +116,7 @@ class Video2WorldModel(nn.Module):
         """The network with its LoRA adapters (and freezing) on the meta device: allocates nothing."""
         net = self._meta_net()
         if self.is_lora:
-            add_lora(net, self.lora_spec)
+            add_lora(net, self.lora_spec, compute_dtype=self.config.lora_compute_dtype)
         return net
 
     def check_trainable(self) -> tuple[int, int]:

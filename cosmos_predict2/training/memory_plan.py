@@ -44,9 +44,9 @@ TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, 
 R_LINEAR = 668e12  # FLOP/s
 R_ATTENTION = 682e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
 R_ELEMENTWISE = 2.6e10  # activation bytes per second of per-element work
-# PEFT's fp32 adapter path (lora_compute_dtype=float32), measured against the fused adapters on the same seven
-# rows (MEASURED_FP32_ADAPTERS): its [tokens, out] fp32 temporaries add 5.3 u to the working set (3.7 u nested) and
-# 0.21-0.27 s per GB of block activations (act bytes) to the step.
+# PEFT's fp32 adapter path (lora_compute_dtype=float32) against the fused adapters, on the seven rows measured both
+# ways (MEASURED_FP32_ADAPTERS / MEASURED): its [tokens, out] fp32 temporaries add 5.3 u to the working set (3.7 u
+# nested) and 0.21-0.27 s per GB of block activations (act bytes) to the step.
 FP32_ADAPTER_EXTRA_U, FP32_ADAPTER_EXTRA_NESTED_U = 5.3, 3.7
 FP32_ADAPTER_S_PER_BYTE = 0.24e-9
 HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction

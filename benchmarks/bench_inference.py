@@ -31,7 +31,11 @@ from cosmos_predict2.inference.defaults import video_size_hw  # noqa: E402
 from cosmos_predict2.inference.pipeline import GenerationTimings, Video2WorldPipeline  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, build_net, set_attention_backend  # noqa: E402
 from cosmos_predict2.networks.attention import BACKENDS  # noqa: E402
-from cosmos_predict2.networks.neighborhood import apply_neighborhood_attention, natten_parameters_for  # noqa: E402
+from cosmos_predict2.networks.neighborhood import (  # noqa: E402
+    apply_neighborhood_attention,
+    natten_parameters_for,
+    neighborhood_kernels_run,
+)
 from cosmos_predict2.tokenizers import WanVAETokenizer, tiny_vae_config  # noqa: E402
 
 # docs/reference.md §11: the reference, 35 steps with guidance, one H200 SXM: (model, resolution, natten) -> s
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       num_steps=num_steps, guidance=args.guidance, batched_guidance=not args.sequential_guidance,
                       shared_first_layers=not args.no_shared_first_layers,
                       attention=attention_backend_for(device, next(net.parameters()).dtype)
-                      + (" + neighborhood (FlexAttention / dense groups)" if args.natten else ""),
+                      + (f" + neighborhood ({neighborhood_kernels_run(net)})" if args.natten else ""),
                       device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       torch=torch.__version__, reference_seconds=REFERENCE_S.get((model, name, args.natten)),
                       scope="whole generation except the T5 pass (precomputed embeddings)")

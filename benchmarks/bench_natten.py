@@ -24,11 +24,7 @@ if __package__ in (None, ""):
 from benchmarks.bench_network import timed  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, net_config  # noqa: E402
 from cosmos_predict2.networks.attention import attention  # noqa: E402
-from cosmos_predict2.networks.neighborhood import (  # noqa: E402
-    NeighborhoodAttention,
-    natten_parameters_for,
-    neighborhood_kernel,
-)
+from cosmos_predict2.networks.neighborhood import NeighborhoodAttention, natten_parameters_for  # noqa: E402
 
 GRID_720P = (24, 44, 80)
 
@@ -57,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             seconds = timed(lambda layer=layer: layer(q, k, v, video_size=GRID_720P), 2, 5, dev)[0]
         kinds[key] = {"params": params, "window": window, "stride": stride, "dilation": dilation,
-                      "kernel": neighborhood_kernel(GRID_720P, window, dilation), "seconds": seconds,
+                      "kernel": layer.kernel(GRID_720P, q), "seconds": seconds,
                       "speedup_vs_dense": dense_s / seconds,
                       "layers": sum(1 for t in table if repr(t) == key)}
     sparse_total = sum(kinds[repr(t)]["seconds"] if t is not None else dense_s for t in table)
@@ -69,9 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
         Path(os.environ["OUT"], f"bench_natten_{args.model_size}.json").write_text(json.dumps(result, indent=2))
     print(f"\nself-attention forward at 720p {GRID_720P}, {args.model_size}, batch {args.batch}, bf16; dense "
           f"{result['dense_kernel']} {dense_s * 1e3:.1f} ms per layer")
-    print(f"{'window':>14} {'stride':>10} {'dilation':>10} {'kernel':>13} {'layers':>6} {'ms':>8} {'x dense':>8}")
+    print(f"{'window':>14} {'stride':>10} {'dilation':>10} {'kernel':>16} {'layers':>6} {'ms':>8} {'x dense':>8}")
     for r in kinds.values():
-        print(f"{str(r['window']):>14} {str(r['stride']):>10} {str(r['dilation']):>10} {r['kernel']:>13} "
+        print(f"{str(r['window']):>14} {str(r['stride']):>10} {str(r['dilation']):>10} {r['kernel']:>16} "
               f"{r['layers']:6d} {r['seconds'] * 1e3:8.1f} {r['speedup_vs_dense']:8.2f}")
     print(f"all {len(table)} self-attention layers: dense {result['dense_total_s']:.3f} s, sparse "
           f"{sparse_total:.3f} s ({result['dense_total_s'] / sparse_total:.2f}x)")

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from cosmos_predict2.networks import build_net
+from cosmos_predict2.networks.attention import attention
 from cosmos_predict2.networks.neighborhood import (
     NATTEN_PARAMETERS,
     NeighborhoodAttention,
     NeighborhoodParams,
     natten_parameters_for,
-    neighborhood_kernel,
+    neighborhood_mask,
     neighborhood_mask_1d,
 )
 from cosmos_predict2.networks.weights import randomize_
@@ -66,7 +67,7 @@ def test_neighborhood_attention_equals_dense_attention_with_the_mask(grid, param
     q, k, v = _qkv(grid)
     layer = NeighborhoodAttention(params)
     window, stride, dilation = layer.params.resolve(grid)
-    assert neighborhood_kernel(grid, window, dilation) == kernel
+    assert layer.kernel(grid, q) == kernel
     out = layer(q, k, v, video_size=grid)
     torch.testing.assert_close(out, _dense_reference(q, k, v, grid, window, stride, dilation), rtol=1e-9, atol=1e-9)
 
@@ -89,13 +90,66 @@ def test_the_released_tables_at_720p():
     assert len(natten_parameters_for("2B")) == 28 and len(natten_parameters_for("14B")) == 36
     assert natten_parameters_for("14B")[27] is None  # the one dense layer of 14B
     grid = (24, 44, 80)  # 93 frames at 704x1280
-    kernels = {neighborhood_kernel(grid, *NeighborhoodParams.from_dict(p).resolve(grid)[::2])
-               for p in natten_parameters_for("2B")}
-    assert kernels == {"dense-groups", "flex"}
+    for size in ("2B", "14B"):  # with FlashAttention-4 at inference, no layer needs FlexAttention
+        kernels = {NeighborhoodAttention(p).kernel(grid) for p in natten_parameters_for(size) if p is not None}
+        assert kernels == {"dense-groups", "fa4-block-sparse"}, size
+        q = torch.empty(1, 1, 1, 128)
+        assert {NeighborhoodAttention(p).kernel(grid, q) for p in natten_parameters_for(size) if p} == \
+            {"dense-groups", "flex"}  # on CPU
+    assert NeighborhoodAttention(natten_parameters_for("2B")[3]).kernel(grid, needs_grad=True) == "flex"
     params = NeighborhoodParams.from_dict(natten_parameters_for("2B")[0])
     assert params.resolve(grid) == ((24, 4, 16), (1, 1, 1), (1, 11, 5))  # sparse global over H and W
     with pytest.raises(ValueError, match="no NATTEN variant of the 0.6B"):
         natten_parameters_for("0.6B")
+
+
+@pytest.mark.parametrize("grid,window,stride,dilation,whole", [
+    ((8, 8, 16), (8, 4, 8), (1, 4, 8), (1, 1, 1), True),   # windows start and end on tile edges
+    ((8, 8, 16), (8, 4, 8), (1, 4, 4), (1, 1, 1), False),  # stride 4 moves the 8-wide window by half a tile
+    ((8, 8, 16), (8, 8, 4), (1, 1, 4), (1, 1, 1), True),
+    ((8, 8, 16), (4, 4, 4), (1, 4, 4), (1, 1, 1), False),  # a 4-frame window cuts the 8-frame tiles
+    ((8, 8, 16), (8, 4, 8), (1, 1, 1), (1, 1, 2), False),  # dilation interleaves the tiles
+])
+def test_whole_tiles_match_the_brute_force_mask(grid, window, stride, dilation, whole):
+    """The tile-pair map that the block-sparse kernel visits, against the [L, L] mask cut into 128-token tiles."""
+    from cosmos_predict2.networks.neighborhood import _TILE_TOKENS, _tile_order, _tile_shape, _whole_tiles
+
+    order = _tile_order(grid, _tile_shape(grid), None)
+    mask = neighborhood_mask(grid, window, stride, dilation)[order][:, order]
+    M = mask.shape[0] // _TILE_TOKENS
+    blocks = mask.reshape(M, _TILE_TOKENS, M, _TILE_TOKENS).transpose(1, 2)
+    exact = bool((blocks.all(-1).all(-1) | ~blocks.any(-1).any(-1)).all())
+    pairs = _whole_tiles(grid, window, stride, dilation)
+    assert exact == whole and (pairs is not None) == whole
+    if whole:
+        assert torch.equal(pairs, blocks.all(-1).all(-1)) and pairs.any(1).all()
+
+
+def test_the_block_sparse_path_hands_the_kernel_the_attended_tiles(monkeypatch):
+    """The FA4 path end to end with a CPU stand-in for FA4's block-sparse kernel that computes exactly what that
+    kernel is documented to (query tile m attends key tiles index[m, :count[m]], entirely): the tile order, the
+    block lists and the way back to the grid's order give the definition's attention."""
+    from cosmos_predict2.networks import neighborhood
+
+    def blocks_attention(q, k, v, count, index, block):
+        M = q.shape[1] // block
+        tiles = torch.zeros(M, M, dtype=torch.bool)
+        for m in range(M):
+            tiles[m, index[0, 0, m, :count[0, 0, m]].long()] = True
+        mask = tiles.repeat_interleave(block, 0).repeat_interleave(block, 1)
+        scores = torch.einsum("blhd,bmhd->bhlm", q, k) / math.sqrt(q.shape[-1])
+        return torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores.masked_fill(~mask, float("-inf")), -1), v)
+
+    monkeypatch.setattr(neighborhood, "block_sparse_attention_runs", lambda q, needs_grad: not needs_grad)
+    monkeypatch.setattr(neighborhood, "block_sparse_attention", blocks_attention)
+    grid = (8, 8, 16)
+    for params in ({"window_size": (-1, 4, 8), "stride": (1, 4, 8)},
+                   {"window_size": (-1, 4, 8), "stride": (1, 4, 1), "dilation": (1, 1, 2)}):  # a folded group
+        layer = NeighborhoodAttention(params)
+        q, k, v = _qkv(grid, seed=11)
+        assert layer.kernel(grid, q) == "fa4-block-sparse", params
+        expected = _dense_reference(q, k, v, grid, *layer.params.resolve(grid))
+        torch.testing.assert_close(layer(q, k, v, video_size=grid), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_gradients_flow_through_both_kernels():
@@ -193,3 +247,65 @@ def test_training_config_natten_builds_the_sparse_variant_and_records_it_as_part
         Video2WorldModel(model_config_dict(model_size="tiny", natten=True))
     with pytest.raises(ModelConfigError, match="model.config.selective_checkpoint_budget_gib=-1"):
         Video2WorldModel(model_config_dict(selective_checkpoint_budget_gib=-1.0))
+
+
+def _chunked_reference(q, k, v, grid, window, stride, dilation, chunk=2048):
+    """Masked softmax attention in fp32 on the GPU, a query chunk at a time, the mask from the 1-D definitions
+    (checked against enumeration above) on the grid's own t-major order: no folding, no tiles."""
+    m_t, m_h, m_w = (neighborhood_mask_1d(*a, device=q.device) for a in zip(grid, window, stride, dilation))
+    T, H, W = grid
+    pos = torch.arange(math.prod(grid), device=q.device)
+    t_of, h_of, w_of = pos // (H * W), (pos // W) % H, pos % W
+    q, k, v = q.float(), k.float(), v.float()
+    out = []
+    for start in range(0, q.shape[1], chunk):
+        rows = pos[start:start + chunk]
+        mask = m_t[t_of[rows]][:, t_of] & m_h[h_of[rows]][:, h_of] & m_w[w_of[rows]][:, w_of]
+        scores = torch.einsum("blhd,bmhd->bhlm", q[:, rows], k) / math.sqrt(q.shape[-1])
+        out.append(torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores.masked_fill(~mask, float("-inf")), -1), v))
+    return torch.cat(out, dim=1)
+
+
+def _fa4_block_sparse_available() -> bool:
+    from cosmos_predict2.networks.attention import _fa4_block_sparse_forward
+
+    return torch.cuda.is_available() and _fa4_block_sparse_forward() is not None
+
+
+@pytest.mark.skipif(not _fa4_block_sparse_available(), reason="needs a CUDA GPU with FlashAttention-4")
+def test_fa4_block_sparse_kernel_on_gpu_matches_the_definition():
+    """Every distinct released layer at 720p's H x W (8 frames) through FA4's block-sparse forward in bf16, against
+    the fp32 definition on the same bf16 inputs. Queries are scaled so that attention is peaked (flat attention
+    would average the error away): bf16 output rounding is 2^-9 relative, accumulation adds a little, so 2^-7 of
+    the output's range bounds it; dense attention over all keys must miss by far more (the mask matters)."""
+    grid = (8, 44, 80)
+    configs = {repr(p): p for table in NATTEN_PARAMETERS.values() for p in table if p is not None}
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, math.prod(grid), 2, 128, generator=g, device="cuda").bfloat16() for _ in range(3))
+    q = (q.float() * 4).bfloat16()
+    ran = 0
+    for params in configs.values():
+        layer = NeighborhoodAttention(params)
+        if layer.kernel(grid, q) == "dense-groups":
+            continue
+        assert layer.kernel(grid, q) == "fa4-block-sparse", params
+        with torch.no_grad():
+            out = layer(q, k, v, video_size=grid).float()
+        expected = _chunked_reference(q, k, v, grid, *layer.params.resolve(grid))
+        error, scale = (out - expected).abs().max().item(), expected.abs().max().item()
+        dense_miss = (attention(q, k, v).float() - expected).abs().max().item()
+        assert error < scale * 2 ** -7 and dense_miss > 10 * error, (params, error, scale, dense_miss)
+        ran += 1
+    assert ran == 4
+
+
+def test_the_benchmark_report_names_the_kernels_that_ran():
+    from cosmos_predict2.networks.neighborhood import neighborhood_kernels_run
+
+    params = [{"window_size": (-1, 2, 6), "dilation": (1, 2, 1)}, {"window_size": (-1, 2, 4), "stride": (1, 1, 2)}]
+    net = randomize_(build_net("tiny", natten_parameters=params), seed=1).eval()
+    assert neighborhood_kernels_run(net) == "not run x2"
+    with torch.no_grad():
+        net(torch.randn(1, 16, 3, 8, 12), torch.rand(1, 3), torch.randn(1, 7, 32))
+    assert neighborhood_kernels_run(net) == "dense-groups x1, flex x1"  # on CPU
+    assert neighborhood_kernels_run(randomize_(build_net("tiny"), seed=1)) == ""

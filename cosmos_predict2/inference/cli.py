@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
             log(f"saved {written[-1]} ({request.num_frames} frames, {request.size_hw[1]}x{request.size_hw[0]}, "
                 f"{args.fps} fps); sampling {timings.sample_s:.2f} s, {timings.net_forwards} net forwards")
         if args.benchmark and i == 0:
-            _report_benchmark(timings, args.num_steps, proc.device, log, args.natten)
+            _report_benchmark(timings, args.num_steps, proc.device, log, pipe.net)
     return written
 
 
@@ -461,14 +461,16 @@ def _warm_up(pipe: Video2WorldPipeline, kwargs: dict, device: torch.device, log)
 
 
 def _report_benchmark(timings: GenerationTimings, num_steps: int, device: torch.device, log,
-                      natten: bool = False) -> None:
+                      net: torch.nn.Module) -> None:
+    from cosmos_predict2.networks.neighborhood import neighborhood_kernels_run
+
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     log(f"benchmark: {timings.encode_s + timings.sample_s + timings.decode_s:.2f} s per video "
         f"(VAE encode {timings.encode_s:.2f}, DiT sampling {timings.sample_s:.2f} for {num_steps} "
         f"steps, VAE decode {timings.decode_s:.2f}), peak GPU memory {peak:.1f} GiB, attention "
         f"{attention_backend_for(device, dtype)}"
-        + (" (dense layers and dense groups) + FlexAttention (neighborhood layers)" if natten else ""))
+        + (f" (neighborhood layers: {kernels})" if (kernels := neighborhood_kernels_run(net)) else ""))
 
 
 def run(lora: bool = False, argv: Sequence[str] | None = None) -> int:

@@ -130,6 +130,40 @@ def fa4_attention(q_B_L_H_D: torch.Tensor, k_B_M_H_D: torch.Tensor, v_B_M_H_D: t
     return _fa4_attention_op(q_B_L_H_D, k_B_M_H_D, v_B_M_H_D)[0]
 
 
+@functools.cache
+def _fa4_block_sparse_forward() -> Callable | None:
+    """FlashAttention-4's block-sparse forward if it imports, else None: forward(q, k, v, count, index, block)."""
+    if _fa4_kernels() is None:
+        return None
+    try:
+        from flash_attn.cute.block_sparsity import BlockSparseTensorsTorch
+        from flash_attn.cute.interface import _flash_attn_fwd
+    except Exception:  # an FA4 build without block sparsity
+        return None
+
+    def forward(q, k, v, count, index, block):
+        # Every listed block is attended entirely ("full" blocks): no mask function runs, the "masked" list is empty.
+        blocks = BlockSparseTensorsTorch(torch.zeros_like(count), index, count, index, block_size=(block, block))
+        return _flash_attn_fwd(q, k, v, block_sparse_tensors=blocks)[0]
+
+    return forward
+
+
+def block_sparse_attention_runs(q_B_L_H_D: torch.Tensor, needs_grad: bool) -> bool:
+    """Whether `block_sparse_attention` runs for inputs like `q_B_L_H_D`: FA4 chosen and importable, no gradient
+    needed (the block-sparse path is forward-only; training keeps FlexAttention and its backward)."""
+    return (not needs_grad and resolved_attention_backend(q_B_L_H_D) == "fa4"
+            and _fa4_block_sparse_forward() is not None)
+
+
+def block_sparse_attention(q_B_L_H_D: torch.Tensor, k_B_L_H_D: torch.Tensor, v_B_L_H_D: torch.Tensor,
+                           count_1_1_M: torch.Tensor, index_1_1_M_N: torch.Tensor, block: int) -> torch.Tensor:
+    """Attention where query block m (tokens [m*block, (m+1)*block)) attends exactly the key blocks
+    `index_1_1_M_N[0, 0, m, :count_1_1_M[0, 0, m]]`, each entirely; int32 tensors on q's device. FA4's forward
+    kernel visits only those blocks, at dense attention's throughput. Check `block_sparse_attention_runs` first."""
+    return _fa4_block_sparse_forward()(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, count_1_1_M, index_1_1_M_N, block)
+
+
 def _fa4_supports(q: torch.Tensor) -> bool:
     return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0
             and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device)[0] >= 9)

@@ -20,10 +20,14 @@ version), so it installs neither on CPU machines nor without a toolchain. Kernel
 - "dense-groups": when every extent divides by its dilation and the window covers each dilation group entirely
   (the released models' "sparse global" layers), the groups are folded into the batch and the dense kernel runs
   (FlashAttention-4 / cuDNN, networks/attention.py) - exact, and as fast as dense attention on 1/G of the tokens;
-- "flex": otherwise PyTorch's FlexAttention with a block-sparse mask built from the three 1-D masks, on the
-  dilation groups folded into the batch and the tokens reordered into (t, h, w) tiles so that neighbours share
-  blocks (compiled on CUDA; eager, unfused, on CPU; on CPU with gradients, where FlexAttention has no backward,
-  SDPA with the explicit mask).
+- otherwise the dilation groups are folded into the batch and the tokens reordered into (t, h, w) tiles of 128
+  so that neighbours share blocks, then
+  - "fa4-block-sparse": when no window edge cuts a tile (every tile pair is attended entirely or not at all: all
+    layers of the released models at 720p), without gradients, with FlashAttention-4 installed: FA4's block-sparse
+    forward visits only the attended tiles, at dense attention's throughput;
+  - "flex": otherwise PyTorch's FlexAttention with a block-sparse mask built from the three 1-D masks (compiled on
+    CUDA; eager, unfused, on CPU);
+  - "masked-sdpa": on CPU with gradients, where FlexAttention has no backward, SDPA with the explicit mask.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from cosmos_predict2.networks.attention import attention
+from cosmos_predict2.networks.attention import attention, block_sparse_attention, block_sparse_attention_runs
 
 Triple = tuple[int, int, int]
 
@@ -165,7 +170,57 @@ def _tile_order(grid: Triple, tile: Triple | None, device) -> torch.Tensor:
     return tiles.reshape(-1)
 
 
+def _to_tiles(x_B_L_H_D: torch.Tensor, grid: Triple, tile: Triple) -> torch.Tensor:
+    """x[:, _tile_order(grid, tile)] as one reshape-and-copy (no index tensor)."""
+    B, _, heads, D = x_B_L_H_D.shape
+    (T, H, W), (t, h, w) = grid, tile
+    x = x_B_L_H_D.reshape(B, T // t, t, H // h, h, W // w, w, heads, D).permute(0, 1, 3, 5, 2, 4, 6, 7, 8)
+    return x.reshape(B, -1, heads, D)
+
+
+def _from_tiles(x_B_L_H_D: torch.Tensor, grid: Triple, tile: Triple) -> torch.Tensor:
+    B, _, heads, D = x_B_L_H_D.shape
+    (T, H, W), (t, h, w) = grid, tile
+    x = x_B_L_H_D.reshape(B, T // t, H // h, W // w, t, h, w, heads, D).permute(0, 1, 4, 2, 5, 3, 6, 7, 8)
+    return x.reshape(B, -1, heads, D)
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_tiles(grid: Triple, window: Triple, stride: Triple, dilation: Triple) -> torch.Tensor | None:
+    """[M, M] bool over the tiles of `grid`: query tile attends key tile, when every query of each tile attends
+    either every key of the other tile or none (no tile pair is cut by a window edge); else None. Exact because
+    the mask is a product of 1-D masks and a tile a product of 1-D ranges: a tile pair is attended entirely if it
+    is along every dimension, and not at all if it is not along one."""
+    tile = _tile_shape(grid)
+    if tile is None:
+        return None
+    whole, none = [], []
+    for n, t, *params in zip(grid, tile, window, stride, dilation):
+        pairs = neighborhood_mask_1d(n, *params).reshape(n // t, t, n // t, t)
+        whole.append(pairs.all(dim=3).all(dim=1))
+        none.append(~pairs.any(dim=3).any(dim=1))
+    (wt, wh, ww), (nt, nh, nw) = whole, none
+    whole_3d = wt[:, None, None, :, None, None] & wh[None, :, None, None, :, None] & ww[None, None, :, None, None, :]
+    none_3d = nt[:, None, None, :, None, None] | nh[None, :, None, None, :, None] | nw[None, None, :, None, None, :]
+    if not bool((whole_3d | none_3d).all()):
+        return None
+    M = whole_3d.shape[0] * whole_3d.shape[1] * whole_3d.shape[2]
+    return whole_3d.reshape(M, M)
+
+
 # --- kernels ---------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def _tile_blocks(grid: Triple, window: Triple, stride: Triple, dilation: Triple, device: torch.device):
+    """(count [1, 1, M], index [1, 1, M, M]) int32 on `device`: the key tiles each query tile attends, or None when
+    some tile pair is attended in part (`_whole_tiles`)."""
+    pairs = _whole_tiles(grid, window, stride, dilation)
+    if pairs is None:
+        return None
+    count = pairs.sum(dim=1, dtype=torch.int32)
+    index = torch.argsort((~pairs).to(torch.int8), dim=1, stable=True).to(torch.int32)  # attended tiles first
+    return count[None, None].to(device), index[None, None].contiguous().to(device)
+
 
 @functools.cache
 def _compiled_flex_attention():
@@ -176,7 +231,7 @@ def _compiled_flex_attention():
 
 @functools.lru_cache(maxsize=64)
 def _block_mask(grid: Triple, window: Triple, stride: Triple, dilation: Triple, device: torch.device):
-    """(block mask, token order) for FlexAttention on `grid` (one dilation group when folded)."""
+    """FlexAttention's block mask for `grid` (one dilation group when folded), tokens in `_tile_order`."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     order = _tile_order(grid, _tile_shape(grid), device)
@@ -189,8 +244,7 @@ def _block_mask(grid: Triple, window: Triple, stride: Triple, dilation: Triple, 
         return m_t[t_of[q], t_of[k]] & m_h[h_of[q], h_of[k]] & m_w[w_of[q], w_of[k]]
 
     L = math.prod(grid)
-    block_mask = create_block_mask(mask_mod, None, None, L, L, device=str(device), _compile=device.type == "cuda")
-    return block_mask, order
+    return create_block_mask(mask_mod, None, None, L, L, device=str(device), _compile=device.type == "cuda")
 
 
 def _masked_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation) -> torch.Tensor:
@@ -203,27 +257,50 @@ def _masked_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dil
 
 
 def _flex_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation) -> torch.Tensor:
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
-    if needs_grad and not q_B_L_H_D.is_cuda:
-        return _masked_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation)
-    block_mask, order = _block_mask(grid, window, stride, dilation, q_B_L_H_D.device)
-    q, k, v = (t[:, order].transpose(1, 2) for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
+    from torch.nn.attention.flex_attention import flex_attention
+
+    block_mask = _block_mask(grid, window, stride, dilation, q_B_L_H_D.device)
+    q, k, v = (t.transpose(1, 2) for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
     if q.is_cuda:
-        out = _compiled_flex_attention()(q, k, v, block_mask=block_mask)
+        return _compiled_flex_attention()(q, k, v, block_mask=block_mask).transpose(1, 2)
+    with warnings.catch_warnings():  # eager FlexAttention on CPU is the unfused reference: fine for small grids
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, k, v, block_mask=block_mask).transpose(1, 2)
+
+
+def _sparse_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation, kernel: str) -> torch.Tensor:
+    """Masked attention on `grid` by `kernel` ("fa4-block-sparse", "flex" or "masked-sdpa": `neighborhood_kernel`)."""
+    if kernel == "masked-sdpa":
+        return _masked_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation)
+    tile = _tile_shape(grid)
+    to_tiles = (lambda x: x) if tile is None else functools.partial(_to_tiles, grid=grid, tile=tile)
+    q, k, v = (to_tiles(t) for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
+    if kernel == "fa4-block-sparse":
+        count, index = _tile_blocks(grid, window, stride, dilation, q.device)
+        out = block_sparse_attention(q, k, v, count, index, _TILE_TOKENS)
     else:
-        from torch.nn.attention.flex_attention import flex_attention
-
-        with warnings.catch_warnings():  # eager FlexAttention on CPU is the unfused reference: fine for small grids
-            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-            out = flex_attention(q, k, v, block_mask=block_mask)
-    return out.transpose(1, 2)[:, torch.argsort(order)]
+        out = _flex_attention(q, k, v, grid, window, stride, dilation)
+    return out if tile is None else _from_tiles(out, grid, tile)
 
 
-def neighborhood_kernel(grid: Triple, window: Triple, dilation: Triple) -> str:
-    """Which kernel `NeighborhoodAttention` runs for this grid: "dense-groups" or "flex" (module docstring)."""
-    divisible = all(n % d == 0 for n, d in zip(grid, dilation))
-    covers = divisible and all(w == n // d for n, w, d in zip(grid, window, dilation))
-    return "dense-groups" if covers else "flex"
+def _covers_groups(grid: Triple, window: Triple, dilation: Triple) -> bool:
+    """Every extent divides by its dilation and the window spans each dilation group: dense attention per group."""
+    return all(n % d == 0 and w == n // d for n, w, d in zip(grid, window, dilation))
+
+
+def neighborhood_kernel(grid: Triple, window: Triple, stride: Triple, dilation: Triple,
+                        q_B_L_H_D: torch.Tensor | None = None, needs_grad: bool = False) -> str:
+    """The kernel `NeighborhoodAttention` runs on this grid for inputs like `q_B_L_H_D` (None: a CUDA bf16 input
+    with FlashAttention-4 available), with or without gradients: "dense-groups", "fa4-block-sparse", "flex" or
+    "masked-sdpa" (module docstring). On a folded dilation group the caller passes the group's grid, dilation 1."""
+    if _covers_groups(grid, window, dilation):
+        return "dense-groups"
+    on_fa4 = not needs_grad if q_B_L_H_D is None else block_sparse_attention_runs(q_B_L_H_D, needs_grad)
+    if on_fa4 and _whole_tiles(grid, window, stride, dilation) is not None:
+        return "fa4-block-sparse"
+    if needs_grad and q_B_L_H_D is not None and not q_B_L_H_D.is_cuda:  # FlexAttention has no CPU backward
+        return "masked-sdpa"
+    return "flex"
 
 
 class NeighborhoodAttention:
@@ -232,6 +309,7 @@ class NeighborhoodAttention:
 
     def __init__(self, params: Mapping | NeighborhoodParams) -> None:
         self.params = params if isinstance(params, NeighborhoodParams) else NeighborhoodParams.from_dict(params)
+        self.last_kernel: str | None = None  # what the last call ran, for benchmark reports
 
     def __call__(self, q_B_L_H_D: torch.Tensor, k_B_L_H_D: torch.Tensor, v_B_L_H_D: torch.Tensor,
                  video_size: Triple | None = None) -> torch.Tensor:
@@ -241,22 +319,46 @@ class NeighborhoodAttention:
         if q_B_L_H_D.shape[1] != math.prod(grid) or k_B_L_H_D.shape != q_B_L_H_D.shape:
             raise ValueError(f"neighborhood attention: q {tuple(q_B_L_H_D.shape)}, k {tuple(k_B_L_H_D.shape)} do not "
                              f"match the token grid {grid}")
-        if grid[0] == 1:  # a single latent frame (image): the reference runs dense attention
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
+        kernel = self.last_kernel = self.kernel(grid, q_B_L_H_D, needs_grad)
+        if kernel == "dense":
             return attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D)
         window, stride, dilation = self.params.resolve(grid)
         if not all(n % d == 0 for n, d in zip(grid, dilation)):  # unequal dilation groups: mask on the whole grid
-            return _flex_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation)
+            return _sparse_attention(q_B_L_H_D, k_B_L_H_D, v_B_L_H_D, grid, window, stride, dilation, kernel)
         B = q_B_L_H_D.shape[0]
         q, k, v = (_fold_dilation(t, grid, dilation) for t in (q_B_L_H_D, k_B_L_H_D, v_B_L_H_D))
-        group_grid = tuple(n // d for n, d in zip(grid, dilation))
-        if neighborhood_kernel(grid, window, dilation) == "dense-groups":
+        if kernel == "dense-groups":
             out = attention(q, k, v)
         else:
-            out = _flex_attention(q, k, v, group_grid, window, stride, (1, 1, 1))
+            group_grid = tuple(n // d for n, d in zip(grid, dilation))
+            out = _sparse_attention(q, k, v, group_grid, window, stride, (1, 1, 1), kernel)
         return _unfold_dilation(out, B, grid, dilation)
+
+    def kernel(self, grid: Triple, q_B_L_H_D: torch.Tensor | None = None, needs_grad: bool = False) -> str:
+        """The kernel this layer runs on the token grid `grid` for inputs like `q_B_L_H_D` (None: CUDA bf16 with
+        FlashAttention-4): "dense" (a single frame, as the reference) or one of `neighborhood_kernel`'s."""
+        if grid[0] == 1:
+            return "dense"
+        window, stride, dilation = self.params.resolve(grid)
+        if not all(n % d == 0 for n, d in zip(grid, dilation)):
+            return neighborhood_kernel(grid, window, stride, dilation, q_B_L_H_D, needs_grad)
+        if _covers_groups(grid, window, dilation):
+            return "dense-groups"
+        group_grid = tuple(n // d for n, d in zip(grid, dilation))
+        return neighborhood_kernel(group_grid, window, stride, (1, 1, 1), q_B_L_H_D, needs_grad)
 
     def __repr__(self) -> str:
         return f"NeighborhoodAttention({self.params})"
+
+
+def neighborhood_kernels_run(net: torch.nn.Module) -> str:
+    """Which kernels the network's neighborhood layers ran in their last call, e.g. "fa4-block-sparse x26,
+    dense-groups x2" ("" for a dense network)."""
+    calls = [block.self_attn.attention_fn for block in net.blocks]
+    calls = [getattr(call, "local_attention", call) for call in calls]  # under context parallelism: the local call
+    kernels = Counter(call.last_kernel for call in calls if isinstance(call, NeighborhoodAttention))
+    return ", ".join(f"{kernel or 'not run'} x{n}" for kernel, n in kernels.most_common())
 
 
 def natten_parameters_for(model_size: str) -> list[dict | None]:

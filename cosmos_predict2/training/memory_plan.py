@@ -11,7 +11,8 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
 Calibrated on the rows measured on one H200 with FlashAttention-4 and the default fused bf16 adapters
 (BENCHMARKS.md, `MEASURED` below): every peak within 2.2%, every time within 1.6%; a partial selective row (2B 720p,
-21 of 28 blocks kept) is predicted within 1%. Everything else (other resolutions and GPUs, weight streaming alone)
+21 of 28 blocks kept) is predicted within 1%, and two 14B low-memory selective rows measured after calibration within
+1.3% peak and 1.6% time. Everything else (other resolutions and GPUs, weight streaming alone)
 is a prediction; the step time is the H200's. PEFT's fp32 adapter path (lora_compute_dtype=float32, a network
 without FusedLoraLinear) adds its measured extra working set and time (FP32_ADAPTER_*; its ten rows,
 MEASURED_FP32_ADAPTERS, within 4.8% peak and 3.0% time).
@@ -71,6 +72,8 @@ MEASURED = [
     ("14B", 32, LATENT_720P, "full", "default", 48.844, 83.00),
     ("14B", 32, LATENT_720P, "selective", "offload_activations", 40.432, 56.94),
     ("14B", 32, LATENT_720P, "nested", "low", 49.787, 23.06),
+    ("14B", 32, LATENT_720P, "selective", "low", 40.837, 32.04),  # measured after calibration: a check
+    ("14B", 32, LATENT_480P, "selective", "low", 8.396, 14.59),  # measured after calibration: a check
 ]
 # The same kind of rows with PEFT's fp32 adapter path (lora_compute_dtype=float32; 2026-12-02/03, FA4, BENCHMARKS.md).
 MEASURED_FP32_ADAPTERS = [

@@ -62,7 +62,7 @@ NATTEN_PARAMETERS: dict[str, list[dict | None]] = {
     "14B": [_GLOBAL_HW] * 11 + [_GLOBAL_W] * 2 + [_L12] * 10
     + [_L20, _L28, _L20, _L28, None, _L28, _L20, _L20, _L28, _L28, _L20, _L28, _L20],
 }
-_TILE_TOKENS = 128  # FlexAttention's default block size: one tile of the grid per block
+_TILE_TOKENS = 128  # the block of FlexAttention (its default) and of FA4's block-sparse kernel: one grid tile per block
 
 
 def _triple(value: int | Sequence[int]) -> Triple:

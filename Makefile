@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --dist loadfile  # one worker per core, each test file on one worker
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo

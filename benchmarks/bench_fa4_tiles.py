@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_network import timed  # noqa: E402
+
 SHAPES = {"2B 720p": (84480, 16), "2B 480p": (31104, 16), "14B 720p": (84480, 40)}
 TILES = [None, (128, 176), (128, 160), (128, 192), (128, 144), (128, 112)]
-
-
-def _time(fn, reps: int = 3) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3 / reps
 
 
 def main() -> list[dict]:
@@ -42,7 +36,10 @@ def main() -> list[dict]:
         reference = _flash_attn_fwd(q, k, v)[0]
         for tile in TILES:
             try:
-                seconds = _time(lambda tile=tile, q=q, k=k, v=v: _flash_attn_fwd(q, k, v, tile_mn=tile))
+                def call(tile=tile, q=q, k=k, v=v):
+                    return _flash_attn_fwd(q, k, v, tile_mn=tile)
+
+                seconds = timed(call, 1, 3, q.device)[0]
                 out = _flash_attn_fwd(q, k, v, tile_mn=tile)[0]
                 diff = (out.float() - reference.float()).abs().max().item()
                 rows.append({"shape": name, "tile": tile or "default", "ms": seconds * 1e3,

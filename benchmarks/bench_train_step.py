@@ -1,8 +1,9 @@
 """One LoRA training step of the 2B or 14B Video2World model: ours vs the diffusers + PEFT peer, same inputs.
 
 Ours: the real trainer pieces (training_step with the docs/reference.md §2 sigma/conditioning/dropout, backward,
-clip at 1.0, fused AdamW, LoRA-only EMA), LoRA r16 on q/k/v/output_proj + mlp, bf16 base, fp32 adapters, random
-base weights, batch 1 of cached latents (93 frames = 24 latent frames), selective vs full activation checkpointing.
+clip at 1.0, fused AdamW, LoRA-only EMA), LoRA r16 on q/k/v/output_proj + mlp, bf16 base, the fused bf16 adapters
+(lora_compute_dtype=base), random base weights, batch 1 of cached latents (93 frames = 24 latent frames), selective
+vs full activation checkpointing.
 Peer: diffusers CosmosTransformer3DModel + PEFT LoRA r16 on the same layers, gradient checkpointing, bf16, same
 inputs, plain MSE on the velocity, AdamW on adapters (docs/reference.md §11: 16.7 s / 30.8 GiB at 720p, 3.2 s /
 14.8 GiB at 480p on one H200).
@@ -34,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.profiling import print_profile, profile_call  # noqa: E402
+from benchmarks.profiling import memory_at_peak, print_memory, print_profile, profile_call  # noqa: E402
 from cosmos_predict2.configs.lazy import instantiate  # noqa: E402
 from cosmos_predict2.lora.spec import LORA_COMPUTE_DTYPES  # noqa: E402
 from cosmos_predict2.networks import attention_backend_for, set_attention_backend  # noqa: E402
@@ -82,6 +83,7 @@ def measure(step, warmup: int, reps: int, device: torch.device) -> tuple[float, 
 
 
 PROFILE = False  # --profile: one more step of each row of ours under torch.profiler (kernel classes, top operators)
+MEMORY_PROFILE = False  # --memory_profile: one more step of ours with the allocator's history: what is live at the peak
 MEMORY: dict = {}  # peak reserved memory of the last measurement (CUDA)
 START = time.perf_counter()  # when this process started measuring (a row's set-up time is reported from it)
 
@@ -113,6 +115,9 @@ def ours(size: str, shape, ckpt: str, device, dtype: str, warmup: int, reps: int
     if PROFILE and device.type == "cuda":  # one more step under the profiler, after the timed ones
         extra["profile"] = profile_call(step, top=25, top_ops=40)
         print_profile(extra["profile"], "one training step")
+    if MEMORY_PROFILE and device.type == "cuda":
+        extra["memory_at_peak"] = memory_at_peak(step)
+        print_memory(extra["memory_at_peak"], "one training step")
     return result  # the model is freed with this frame (see free_memory)
 
 
@@ -135,7 +140,10 @@ def lora_train_step(model: Video2WorldModel, batch: dict):
     return step
 
 
-def peer(size: str, shape, device, dtype: str, warmup: int, reps: int, rank: int = 16) -> tuple[float, float]:
+def peer(size: str, shape, device, dtype: str, warmup: int, reps: int, rank: int = 16,
+         adapters: str = "fp32") -> tuple[float, float]:
+    """adapters: "fp32" (PEFT's trainable adapters upcast, the usual mixed-precision recipe) or "bf16" (left in
+    the model's dtype, as diffusers' `add_adapter` leaves them)."""
     from diffusers import CosmosTransformer3DModel
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -154,7 +162,7 @@ def peer(size: str, shape, device, dtype: str, warmup: int, reps: int, rank: int
     for n, p in net.named_parameters():
         if ".lora_" in n:
             p.requires_grad_(True)
-            p.data = p.data.float()
+            p.data = p.data.float() if adapters == "fp32" else p.data
     net.enable_gradient_checkpointing()
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -192,8 +200,10 @@ def run_row(args, row: dict, device: torch.device, size: str, dtype: str, detail
     shape = LATENT_SHAPES[row["resolution"]]
     net_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     if row["impl"] == "peer":
-        impl = f"peer diffusers+PEFT r{args.lora_rank} ckpt"
-        measure_row = lambda: peer(size, shape, device, dtype, args.warmup, args.reps, args.lora_rank)  # noqa: E731
+        adapters = row.get("adapters", "fp32")
+        impl = f"peer diffusers+PEFT r{args.lora_rank} ckpt adapters={adapters}"
+        measure_row = lambda: peer(size, shape, device, dtype, args.warmup, args.reps, args.lora_rank,  # noqa: E731
+                                   adapters)
     else:
         set_attention_backend(row["backend"])
         mode = f" mem={row['memory_mode']}" if row.get("memory_mode", "default") != "default" else ""
@@ -270,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lora_compute_dtype", default=None, choices=LORA_COMPUTE_DTYPES,
                     help="model.config.lora_compute_dtype (default: the config's): base = the fused adapters")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--peer_only", action="store_true", help="time only the peer's rows")
+    ap.add_argument("--peer_adapters", default="fp32",
+                    help="comma list: the peer's adapter dtype, fp32 (upcast) and/or bf16 (diffusers' add_adapter)")
     ap.add_argument("--selective_budget_gib", type=float, default=None,
                     help="selective checkpointing keeps self-attention outputs of only this many GiB of blocks")
     ap.add_argument("--warmup", type=int, default=2)
@@ -283,10 +296,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", action="store_true",
                     help="after the timed steps, one more step of ours under torch.profiler: GPU time by kernel "
                          "class and the top operators with their shapes (in the JSON's details.profile)")
+    ap.add_argument("--memory_profile", action="store_true",
+                    help="after the timed steps, one more step of ours with the CUDA allocator's history recorded: "
+                         "the blocks live at the peak, summed by where they were allocated (details.memory_at_peak)")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row and print it
     args = ap.parse_args(argv)
-    global PROFILE
-    PROFILE = args.profile
+    global PROFILE, MEMORY_PROFILE
+    PROFILE, MEMORY_PROFILE = args.profile, args.memory_profile
 
     if args.tiny:
         device, size, dtype, resolutions = torch.device("cpu"), "tiny", "fp32", ["tiny"]
@@ -302,8 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     plan = [{"resolution": res, "impl": "ours", "backend": b, "ckpt": c, "memory_mode": m} for res in resolutions
             for b, c, m in itertools.product(args.attn_backends.split(","), args.checkpointing.split(","),
-                                             args.memory_mode.split(","))]
-    plan += [] if args.no_peer else [{"resolution": res, "impl": "peer"} for res in resolutions]
+                                             args.memory_mode.split(","))] if not args.peer_only else []
+    plan += [] if args.no_peer else [{"resolution": res, "impl": "peer", "adapters": a} for res in resolutions
+                                     for a in args.peer_adapters.split(",")]
     isolate = args.isolate == "yes" or (args.isolate == "auto" and device.type == "cuda")
     rows = []
     for row in sorted(plan, key=lambda r: resolutions.index(r["resolution"])):

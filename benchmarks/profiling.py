@@ -74,3 +74,66 @@ def print_profile(report: dict, title: str) -> None:
     by_class = sorted(report["by_class_s"].items(), key=lambda kv: -kv[1])
     print(f"by class ({sum(report['by_class_s'].values()):.3f} s of kernels): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in by_class))
+
+
+def _alloc_label(frames: list[dict]) -> str:
+    """Where a block was allocated: the phase (forward, the checkpoint's recompute, or the autograd engine's backward,
+    which runs no Python frame) and the innermost frame in this project's code."""
+    names = {f.get("name", "") for f in frames}
+    if not frames:
+        return "backward (autograd engine)"
+    phase = "recompute" if names & {"recompute_fn", "unpack_hook"} else "backward" if "backward" in names else "forward"
+    ours = [f for f in frames if "/cosmos_predict2/" in f.get("filename", "")]
+    where = ours[0] if ours else frames[0]
+    return f"{phase}: {where['filename'].rsplit('/', 1)[-1]}:{where['line']} {where['name']}"
+
+
+def memory_at_peak(fn: Callable[[], object], top: int = 25) -> dict:
+    """Run `fn` once with the CUDA caching allocator's history recorded; rebuild the blocks that were live at the
+    peak of allocated memory and sum them by where they were allocated (`_alloc_label`). Blocks allocated before
+    the call (weights, optimizer state, saved tensors of nothing) are the `baseline`."""
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, context="alloc", stacks="python")
+    try:
+        fn()
+        torch.cuda.synchronize()
+        snapshot = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    events = snapshot["device_traces"][torch.cuda.current_device()]
+    live: dict[int, int] = {}
+    total = peak = peak_index = 0
+    for i, e in enumerate(events):  # first pass: where the peak is
+        if e["action"] == "alloc":
+            live[e["addr"]] = i
+            total += e["size"]
+        elif e["action"] in ("free_requested", "free_completed") and e["addr"] in live:
+            del live[e["addr"]]
+            total -= e["size"]
+        if total > peak:
+            peak, peak_index = total, i
+    live = {}
+    for e in events[: peak_index + 1]:  # second pass: the blocks live at the peak
+        if e["action"] == "alloc":
+            live[e["addr"]] = e
+        elif e["action"] in ("free_requested", "free_completed"):
+            live.pop(e["addr"], None)
+    by_label: dict[str, list] = defaultdict(lambda: [0, 0])
+    for e in live.values():
+        entry = by_label[_alloc_label(e.get("frames", []))]
+        entry[0] += e["size"]
+        entry[1] += 1
+    rows = sorted(([label, size / 2**30, count] for label, (size, count) in by_label.items()), key=lambda r: -r[1])
+    return {"baseline_gib": baseline / 2**30, "peak_above_baseline_gib": peak / 2**30,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30, "events": len(events),
+            "live_at_peak": rows[:top], "peak_event": {k: v for k, v in events[peak_index].items() if k != "frames"}
+            | {"frames": events[peak_index].get("frames", [])[:8]}}  # fmt: skip
+
+
+def print_memory(report: dict, title: str) -> None:
+    print(f"\nlive at the allocated peak ({title}): baseline {report['baseline_gib']:.2f} GiB + "
+          f"{report['peak_above_baseline_gib']:.2f} GiB = peak {report['peak_allocated_gib']:.2f} GiB")
+    for label, gib, count in report["live_at_peak"]:
+        print(f"  {gib:7.3f} GiB  x{count:<5d} {label}")

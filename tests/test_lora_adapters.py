@@ -146,9 +146,10 @@ def _loss_grads_and_saved_bytes(net, dtype: torch.dtype = torch.bfloat16, device
     t = torch.rand(1, 3, generator=g).to(device, dtype)
     ctx = torch.randn(1, 7, 32, generator=g).to(device, dtype)
     saved = {}  # storage pointer -> bytes: a tensor kept by several nodes counts once, as in memory
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}  # kept as such or as detached aliases
 
     def pack(tensor):
-        if not isinstance(tensor, torch.nn.Parameter):
+        if tensor.untyped_storage().data_ptr() not in weights:
             saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
         return tensor
 
@@ -276,3 +277,35 @@ def test_lora_compute_dtype_is_a_checked_model_config_field():
     assert parse_model_config(model_config_dict(train_architecture="lora")).lora_compute_dtype == "base"
     with pytest.raises(ModelConfigError, match="lora_compute_dtype.*base.*float32"):
         parse_model_config(model_config_dict(train_architecture="lora", lora_compute_dtype="bf16"))
+
+
+def test_base_and_adapter_in_one_function_have_the_closed_form_gradients():
+    """`_LinearWithLora` (the base Linear and its first adapter in one autograd node, the input gradient formed in
+    one buffer) against autograd's numerical gradients in float64: input, base weight, bias, A and B."""
+    from cosmos_predict2.lora.adapters import _LinearWithLora
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True) for s in ((2, 3, 6), (5, 6), (5,)))
+    a, up = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True) for s in ((2, 6), (5, 2)))
+    assert torch.autograd.gradcheck(lambda *t: _LinearWithLora.apply(*t, 1.75), (x, w, b, a, up))
+    assert torch.autograd.gradcheck(lambda *t: _LinearWithLora.apply(t[0], t[1], None, t[2], t[3], 0.5),
+                                    (x, w.detach(), a, up))  # fmt: skip
+
+
+def test_fused_adapters_leave_hooked_base_layers_their_own_call():
+    """A base Linear with forward hooks (fp8 storage upcasts its weight in them) keeps its own call: the hooks run
+    and the adapter is added after; a plain one is fused. Both give PEFT's output."""
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    outputs, calls = [], []
+    for hooked in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential()
+        net.add_module("q_proj", torch.nn.Linear(16, 8, bias=False))
+        add_lora(net, LoraSpec(4, 4, "q_proj"), compute_dtype="base")
+        torch.nn.init.normal_(net.q_proj.lora_B["default"].weight, generator=torch.Generator().manual_seed(3))
+        if hooked:
+            net.q_proj.base_layer.register_forward_pre_hook(lambda m, a: calls.append(m))
+        assert net.q_proj._plain_base(x) is not hooked
+        outputs.append(net(x))
+    assert len(calls) == 1
+    torch.testing.assert_close(outputs[0], outputs[1])

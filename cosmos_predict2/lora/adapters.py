@@ -92,6 +92,49 @@ class _LoraDelta(torch.autograd.Function):
         return grad_y, grad_x, grad_A, grad_B, None
 
 
+class _LinearWithLora(torch.autograd.Function):
+    """y = x W^T (+ bias) + (x A^T)(scale B)^T, the base layer and its first adapter in one function, so that the
+    backward forms the input gradient in one buffer: g W, then += (g scale B) A in the second product's epilogue.
+    Base and adapter as two autograd nodes (`_LoraDelta` after the base Linear) give the engine two [tokens, in]
+    gradients to sum into a third: at 2B 720p, in the MLP's second projection, two extra 1.3 GiB buffers at the
+    step's peak (BENCHMARKS.md). Same products, one rounding fewer (the adapter's share is added before rounding)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight_A: torch.Tensor,
+                weight_B: torch.Tensor, scale: float) -> torch.Tensor:
+        x_N_in = x.reshape(-1, x.shape[-1])
+        # y is allocated in its final shape and filled through a 2-D view: an output that is itself a view (as
+        # F.linear's of a 3-D input is) could not be modified in place by a second adapter's `_LoraDelta`.
+        y = x.new_empty(*x.shape[:-1], weight.shape[0])
+        y_N_out = y.view(-1, weight.shape[0])
+        torch.mm(x_N_in, weight.T, out=y_N_out) if bias is None else torch.addmm(bias, x_N_in, weight.T, out=y_N_out)
+        h_N_r = x_N_in @ weight_A.to(x.dtype).T
+        y_N_out.addmm_(h_N_r, (weight_B * scale).to(x.dtype).T)
+        # weight.detach(): the storage this call used. fp8 storage (networks/fp8.py) puts the fp8 tensor back into
+        # the frozen Parameter after the call, and checkpointing keeps a tensor that needs no gradient as it is.
+        ctx.save_for_backward(x, weight.detach(), h_N_r, weight_A, weight_B)
+        ctx.scale, ctx.has_bias = scale, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight, h_N_r, weight_A, weight_B = ctx.saved_tensors
+        need_x, need_w, need_bias, need_A, need_B, _ = ctx.needs_input_grad
+        g_N_out = grad_y.reshape(-1, grad_y.shape[-1])
+        x_N_in = x.reshape(-1, x.shape[-1])
+        gh_N_r = g_N_out @ (weight_B * ctx.scale).to(x.dtype)  # d loss / d (x A^T)
+        grad_x = None
+        if need_x:
+            grad_x = g_N_out @ weight.to(g_N_out.dtype)
+            grad_x.addmm_(gh_N_r, weight_A.to(g_N_out.dtype))
+            grad_x = grad_x.view_as(x)
+        grad_w = (g_N_out.T @ x_N_in).to(weight.dtype) if need_w else None
+        grad_bias = g_N_out.sum(0) if need_bias and ctx.has_bias else None
+        grad_A = (gh_N_r.T @ x_N_in).to(weight_A.dtype) if need_A else None
+        grad_B = (g_N_out.T @ h_N_r).to(weight_B.dtype) * ctx.scale if need_B else None
+        return grad_x, grad_w, grad_bias, grad_A, grad_B, None
+
+
 class FusedLoraLinear(PeftLoraLinear):
     """PEFT's LoRA Linear (same parameters, keys, merge and scale) whose plain adapters add into the base output in
     the layer's dtype (`_LoraDelta`). Everything else (dropout, DoRA and other variants, a bias on lora_B,
@@ -101,11 +144,26 @@ class FusedLoraLinear(PeftLoraLinear):
         active = [n for n in self.active_adapters if n in self.lora_A]
         if not self._fusable(x, active, args, kwargs):
             return super().forward(x, *args, **kwargs)
-        result = self.base_layer(x).contiguous()
-        for name in active:
+        if not active:
+            return self.base_layer(x)
+        first, *rest = active
+        base = self.base_layer
+        if self._plain_base(x):
+            result = _LinearWithLora.apply(x, base.weight, base.bias, self.lora_A[first].weight,
+                                           self.lora_B[first].weight, self.scaling[first])  # fmt: skip
+        else:  # the base layer's own call (its hooks: fp8 storage upcasts the weight for it), then the adapter
+            rest = active
+            result = base(x).contiguous()
+        for name in rest:
             result = _LoraDelta.apply(result, x, self.lora_A[name].weight, self.lora_B[name].weight,
                                       self.scaling[name])  # fmt: skip
         return result
+
+    def _plain_base(self, x: torch.Tensor) -> bool:
+        """A hook-free nn.Linear with a plain tensor weight in x's dtype: one `_LinearWithLora` call can own it."""
+        base = self.base_layer
+        return (type(base) is nn.Linear and not base._forward_hooks and not base._forward_pre_hooks
+                and type(base.weight.data) is torch.Tensor and base.weight.dtype == x.dtype)  # fmt: skip
 
     def _fusable(self, x: torch.Tensor, active: list[str], args: tuple, kwargs: dict) -> bool:
         plain = all(isinstance(self.lora_dropout[n], nn.Identity) and n not in getattr(self, "lora_variant", {})

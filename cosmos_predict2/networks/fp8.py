@@ -19,9 +19,12 @@ FP8_FORMATS = {"fp8_e5m2": torch.float8_e5m2, "fp8_e4m3": torch.float8_e4m3fn}
 
 
 class _Fp8Weight:
-    """Pre/post hooks of one Linear: upcast the stored fp8 weight for the call, put the fp8 storage back after."""
+    """Pre/post hooks around one Linear's call: upcast the stored fp8 weight for the call, put the fp8 storage back
+    after. For a LoRA layer's base Linear the hooks sit on the LoRA layer, so that its whole call (the fused base +
+    adapter function of lora/adapters.py) sees the upcast weight."""
 
     def __init__(self, linear: nn.Linear, fmt: torch.dtype) -> None:
+        self.linear = linear
         weight = linear.weight.detach()
         self.compute_dtype = weight.dtype
         amax = weight.abs().amax().float().clamp(min=1e-12)
@@ -30,13 +33,13 @@ class _Fp8Weight:
         linear.fp8_scale = self.scale  # weight = fp8 * fp8_scale (for inspection and tests)
         self.stored: torch.Tensor | None = None
 
-    def before(self, linear: nn.Linear, _args) -> None:
+    def before(self, _module: nn.Module, _args) -> None:
         with torch.no_grad():
-            self.stored = linear.weight.data  # the fp8 tensor (on whatever device streaming put it)
-            linear.weight.data = self.stored.to(self.compute_dtype) * self.scale
+            self.stored = self.linear.weight.data  # the fp8 tensor (on whatever device streaming put it)
+            self.linear.weight.data = self.stored.to(self.compute_dtype) * self.scale
 
-    def after(self, linear: nn.Linear, _args, _output) -> None:
-        linear.weight.data, self.stored = self.stored, None
+    def after(self, _module: nn.Module, _args, _output) -> None:
+        self.linear.weight.data, self.stored = self.stored, None
 
 
 def store_frozen_weights_fp8(net: nn.Module, storage: str = "fp8_e5m2") -> int:
@@ -47,11 +50,14 @@ def store_frozen_weights_fp8(net: nn.Module, storage: str = "fp8_e5m2") -> int:
     fmt = FP8_FORMATS[storage]
     count = 0
     for block in net.blocks:
+        lora_layer_of = {id(m.base_layer): m for m in block.modules() if isinstance(getattr(m, "base_layer", None),
+                                                                                    nn.Linear)}  # fmt: skip
         for module in block.modules():
             if type(module) is nn.Linear and not module.weight.requires_grad and module.weight.dtype != fmt:
                 hooks = _Fp8Weight(module, fmt)
-                module.register_forward_pre_hook(hooks.before)
-                module.register_forward_hook(hooks.after)
+                owner = lora_layer_of.get(id(module), module)
+                owner.register_forward_pre_hook(hooks.before)
+                owner.register_forward_hook(hooks.after)
                 count += 1
     return count
 

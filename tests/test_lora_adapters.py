@@ -290,6 +290,35 @@ def test_base_and_adapter_in_one_function_have_the_closed_form_gradients():
     assert torch.autograd.gradcheck(lambda *t: _LinearWithLora.apply(*t, 1.75), (x, w, b, a, up))
     assert torch.autograd.gradcheck(lambda *t: _LinearWithLora.apply(t[0], t[1], None, t[2], t[3], 0.5),
                                     (x, w.detach(), a, up))  # fmt: skip
+    # gelu_input: the layer of GELU(x), keeping x and not GELU(x) for the backward
+    assert torch.autograd.gradcheck(lambda *t: _LinearWithLora.apply(*t, 1.75, True), (x, w, b, a, up))
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        y = _LinearWithLora.apply(x, w.detach(), None, a, up, 1.75, True)
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x) @ w.T + torch.nn.functional.gelu(x) @ a.T @ up.T * 1.75)
+    assert any(t is x for t in kept) and not any(torch.equal(t, torch.nn.functional.gelu(x)) for t in kept)
+
+
+def test_gelu_input_falls_back_to_gelu_then_the_layer():
+    """`layer(x, gelu_input=True)` is `layer(GELU(x))` also where the fused function does not apply (two active
+    adapters, PEFT's path) and without grad; the MLP of networks/dit.py calls it so."""
+    from cosmos_predict2.lora import activate_adapters
+
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential()
+    net.add_module("layer2", torch.nn.Linear(16, 8, bias=False))
+    add_lora(net, LoraSpec(4, 4, "layer2"), compute_dtype="base")
+    torch.nn.init.normal_(net.layer2.lora_B["default"].weight, generator=torch.Generator().manual_seed(3))
+    layer = net.layer2
+    torch.testing.assert_close(layer(x, gelu_input=True), layer(torch.nn.functional.gelu(x)))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, gelu_input=True), layer(torch.nn.functional.gelu(x)))
+    add_lora(net, LoraSpec(2, 2, "layer2"), adapter_name="second", compute_dtype="base")
+    torch.nn.init.normal_(layer.lora_B["second"].weight, generator=torch.Generator().manual_seed(4))
+    activate_adapters(net, ["default", "second"])
+    torch.testing.assert_close(layer(x, gelu_input=True), layer(torch.nn.functional.gelu(x)))
+    assert getattr(torch.nn.Linear(2, 2), "takes_gelu_input", False) is False  # a plain Linear gets GELU(x)
 
 
 def test_fused_adapters_leave_hooked_base_layers_their_own_call():

@@ -92,57 +92,82 @@ class _LoraDelta(torch.autograd.Function):
         return grad_y, grad_x, grad_A, grad_B, None
 
 
+def _gelu_backward_(grad_N_in: torch.Tensor, x_N_in: torch.Tensor, chunk_bytes: int = 2**26) -> torch.Tensor:
+    """grad *= GELU'(x), in place, a block of rows at a time: the temporaries are one block's, not [tokens, in]."""
+    rows = max(1, chunk_bytes // (grad_N_in.shape[-1] * grad_N_in.element_size()))
+    for start in range(0, grad_N_in.shape[0], rows):
+        g = grad_N_in[start:start + rows]
+        g.copy_(torch.ops.aten.gelu_backward(g, x_N_in[start:start + rows]))
+    return grad_N_in
+
+
 class _LinearWithLora(torch.autograd.Function):
-    """y = x W^T (+ bias) + (x A^T)(scale B)^T, the base layer and its first adapter in one function, so that the
-    backward forms the input gradient in one buffer: g W, then += (g scale B) A in the second product's epilogue.
+    """y = a W^T (+ bias) + (a A^T)(scale B)^T with a = x, or a = GELU(x) (`gelu_input`: the MLP's second
+    projection, which then keeps x, the GELU's input that its backward needs anyway, instead of a as well): the
+    base layer and its first adapter in one function, so that the backward forms the input gradient in one
+    buffer: g W, then += (g scale B) A in the second product's epilogue, then (GELU) *= GELU'(x) in place.
     Base and adapter as two autograd nodes (`_LoraDelta` after the base Linear) give the engine two [tokens, in]
-    gradients to sum into a third: at 2B 720p, in the MLP's second projection, two extra 1.3 GiB buffers at the
-    step's peak (BENCHMARKS.md). Same products, one rounding fewer (the adapter's share is added before rounding)."""
+    gradients to sum into a third; with the GELU's output kept and its backward's own output, the 2B 720p step's
+    peak held five [tokens, 4 D] tensors in the MLP's backward, now two (BENCHMARKS.md). Same products, one
+    rounding fewer (the adapter's share is added before rounding); GELU recomputed exactly."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, weight_A: torch.Tensor,
-                weight_B: torch.Tensor, scale: float) -> torch.Tensor:
-        x_N_in = x.reshape(-1, x.shape[-1])
+                weight_B: torch.Tensor, scale: float, gelu_input: bool = False) -> torch.Tensor:
+        a = F.gelu(x) if gelu_input else x
+        a_N_in = a.reshape(-1, a.shape[-1])
         # y is allocated in its final shape and filled through a 2-D view: an output that is itself a view (as
         # F.linear's of a 3-D input is) could not be modified in place by a second adapter's `_LoraDelta`.
-        y = x.new_empty(*x.shape[:-1], weight.shape[0])
+        y = a.new_empty(*a.shape[:-1], weight.shape[0])
         y_N_out = y.view(-1, weight.shape[0])
-        torch.mm(x_N_in, weight.T, out=y_N_out) if bias is None else torch.addmm(bias, x_N_in, weight.T, out=y_N_out)
-        h_N_r = x_N_in @ weight_A.to(x.dtype).T
-        y_N_out.addmm_(h_N_r, (weight_B * scale).to(x.dtype).T)
+        torch.mm(a_N_in, weight.T, out=y_N_out) if bias is None else torch.addmm(bias, a_N_in, weight.T, out=y_N_out)
+        h_N_r = a_N_in @ weight_A.to(a.dtype).T
+        y_N_out.addmm_(h_N_r, (weight_B * scale).to(a.dtype).T)
         # weight.detach(): the storage this call used. fp8 storage (networks/fp8.py) puts the fp8 tensor back into
         # the frozen Parameter after the call, and checkpointing keeps a tensor that needs no gradient as it is.
         ctx.save_for_backward(x, weight.detach(), h_N_r, weight_A, weight_B)
-        ctx.scale, ctx.has_bias = scale, bias is not None
+        ctx.scale, ctx.has_bias, ctx.gelu_input = scale, bias is not None, gelu_input
         return y
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         x, weight, h_N_r, weight_A, weight_B = ctx.saved_tensors
-        need_x, need_w, need_bias, need_A, need_B, _ = ctx.needs_input_grad
+        need_x, need_w, need_bias, need_A, need_B = ctx.needs_input_grad[:5]
         g_N_out = grad_y.reshape(-1, grad_y.shape[-1])
         x_N_in = x.reshape(-1, x.shape[-1])
-        gh_N_r = g_N_out @ (weight_B * ctx.scale).to(x.dtype)  # d loss / d (x A^T)
+        gh_N_r = g_N_out @ (weight_B * ctx.scale).to(x.dtype)  # d loss / d (a A^T)
+        grad_w = grad_A = None
+        if need_w or need_A:  # the products with a first: a recomputed GELU is freed before the input gradient
+            a_N_in = F.gelu(x_N_in) if ctx.gelu_input else x_N_in
+            grad_w = (g_N_out.T @ a_N_in).to(weight.dtype) if need_w else None
+            grad_A = (gh_N_r.T @ a_N_in).to(weight_A.dtype) if need_A else None
+            del a_N_in
+        grad_bias = g_N_out.sum(0) if need_bias and ctx.has_bias else None
+        grad_B = (g_N_out.T @ h_N_r).to(weight_B.dtype) * ctx.scale if need_B else None
         grad_x = None
         if need_x:
             grad_x = g_N_out @ weight.to(g_N_out.dtype)
             grad_x.addmm_(gh_N_r, weight_A.to(g_N_out.dtype))
-            grad_x = grad_x.view_as(x)
-        grad_w = (g_N_out.T @ x_N_in).to(weight.dtype) if need_w else None
-        grad_bias = g_N_out.sum(0) if need_bias and ctx.has_bias else None
-        grad_A = (gh_N_r.T @ x_N_in).to(weight_A.dtype) if need_A else None
-        grad_B = (g_N_out.T @ h_N_r).to(weight_B.dtype) * ctx.scale if need_B else None
-        return grad_x, grad_w, grad_bias, grad_A, grad_B, None
+            grad_x = (_gelu_backward_(grad_x, x_N_in) if ctx.gelu_input else grad_x).view_as(x)
+        return grad_x, grad_w, grad_bias, grad_A, grad_B, None, None
 
 
 class FusedLoraLinear(PeftLoraLinear):
     """PEFT's LoRA Linear (same parameters, keys, merge and scale) whose plain adapters add into the base output in
-    the layer's dtype (`_LoraDelta`). Everything else (dropout, DoRA and other variants, a bias on lora_B,
-    mixed-adapter batches, autocast) takes PEFT's own forward."""
+    the layer's dtype (`_LinearWithLora`, `_LoraDelta`). Everything else (dropout, DoRA and other variants, a bias
+    on lora_B, mixed-adapter batches, autocast) takes PEFT's own forward.
 
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    `layer(x, gelu_input=True)` is `layer(GELU(x))` (exact GELU) keeping x rather than GELU(x) for the backward
+    where the layer is fused; networks/dit.py's MLP calls its second projection so when `takes_gelu_input`."""
+
+    takes_gelu_input = True
+
+    def forward(self, x: torch.Tensor, *args, gelu_input: bool = False, **kwargs) -> torch.Tensor:
         active = [n for n in self.active_adapters if n in self.lora_A]
-        if not self._fusable(x, active, args, kwargs):
+        fusable = self._fusable(x, active, args, kwargs)
+        if gelu_input and not (fusable and len(active) == 1 and self._plain_base(x)):
+            x, gelu_input = F.gelu(x), False
+        if not fusable:
             return super().forward(x, *args, **kwargs)
         if not active:
             return self.base_layer(x)
@@ -150,8 +175,8 @@ class FusedLoraLinear(PeftLoraLinear):
         base = self.base_layer
         if self._plain_base(x):
             result = _LinearWithLora.apply(x, base.weight, base.bias, self.lora_A[first].weight,
-                                           self.lora_B[first].weight, self.scaling[first])  # fmt: skip
-        else:  # the base layer's own call (its hooks: fp8 storage upcasts the weight for it), then the adapter
+                                           self.lora_B[first].weight, self.scaling[first], gelu_input)  # fmt: skip
+        else:  # the base layer's own call (a hooked or fp8 weight), then the adapter
             rest = active
             result = base(x).contiguous()
         for name in rest:

@@ -283,7 +283,12 @@ class GPT2FeedForward(nn.Module):
         self.layer2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(self.activation(self.layer1(x)))
+        h = self.layer1(x)
+        if getattr(self.layer2, "takes_gelu_input", False):
+            # A fused LoRA layer (lora/adapters.py) applies this exact GELU itself and keeps h, not GELU(h), for
+            # the backward: one [tokens, 4 D] tensor fewer at the training step's peak.
+            return self.layer2(h, gelu_input=True)
+        return self.layer2(self.activation(h))
 
 
 def adaln_modulation(model_channels: int, adaln_lora_dim: int, n_chunks: int, use_adaln_lora: bool) -> nn.Sequential:

@@ -41,7 +41,7 @@ def cell(size: str, rank: int, latent, gpu_gib: float, host_gib: float) -> str:
     text += f", host {chosen.host_gib:.0f} GiB" if chosen.host_gib else ""
     for m_size, m_rank, m_latent, ckpt, mode, seconds, peak in MEASURED:
         if (m_size, m_rank, m_latent, ckpt, mode) == (size, rank, latent, chosen.label, chosen.memory_mode):
-            measured = f"{peak:.1f} GiB" + (f", {seconds:.2f} s" if seconds else "")
+            measured = ", ".join(([f"{peak:.1f} GiB"] if peak else []) + ([f"{seconds:.2f} s"] if seconds else []))
             text += f" (**measured**: {measured})"
     return text
 

@@ -329,9 +329,11 @@ def test_planner_predicts_the_measured_rows_within_10_percent(lora_compute_dtype
     rows = mp.MEASURED if lora_compute_dtype == "base" else mp.MEASURED_FP32_ADAPTERS
     counts = {size: _counts(size, rank, lora_compute_dtype) for size, rank in {(r[0], r[1]) for r in rows}}
     assert all(c.fp32_adapters == (lora_compute_dtype == "float32") for c in counts.values())
+    assert sum(r[-1] is not None for r in rows) >= 3  # peaks measured with the current code
     for size, _rank, latent, ckpt, mode, seconds, peak in rows:
         predicted = mp.predict_peak_gib(counts[size], latent, ckpt, mode)
-        assert abs(predicted / peak - 1) < 0.10, (size, latent, ckpt, mode, predicted, peak)
+        if peak is not None:  # None: measured before a change of the working set (memory_plan.MEASURED)
+            assert abs(predicted / peak - 1) < 0.10, (size, latent, ckpt, mode, predicted, peak)
         if seconds is not None:
             predicted_s = mp.predict_seconds(counts[size], latent, ckpt, mode)
             assert abs(predicted_s / seconds - 1) < 0.10, (size, latent, ckpt, mode, predicted_s, seconds)
@@ -352,20 +354,21 @@ def test_planner_orders_the_modes():
 
 
 def test_planner_keeps_as_many_attention_outputs_as_fit_and_auto_sets_that_budget():
-    """14B 720p on one H200 with little host memory (no pinned buffers): keeping every block's self-attention output
-    does not fit, full checkpointing does; selective checkpointing with a budget for K blocks is faster than full and
+    """14B 720p on a 120 GiB GPU with little host memory (no pinned buffers): keeping every block's self-attention
+    output does not fit (it does on an H200 since 2026-12-04's smaller working set), full checkpointing does; selective checkpointing with a budget for K blocks is faster than full and
     fits, the network given that budget keeps exactly K blocks' outputs, and memory_mode=auto sets the budget."""
     from cosmos_predict2.configs.compose import compose_config
     from cosmos_predict2.configs.lazy import instantiate
     from cosmos_predict2.training.memory_plan import LATENT_720P, choose, plan, tokens
 
     counts = _counts("14B", 32)
-    rows = plan(counts, LATENT_720P, gpu_memory_gib=139.8, host_memory_gib=16.0)
-    chosen = choose(rows, 139.8, 16.0)
+    gpu = 120.0
+    rows = plan(counts, LATENT_720P, gpu_memory_gib=gpu, host_memory_gib=16.0)
+    chosen = choose(rows, gpu, 16.0)
     full = next(p for p in rows if (p.memory_mode, p.checkpointing) == ("default", "full"))
     assert chosen.memory_mode == "default" and chosen.checkpointing == "selective", chosen
     assert 0 < chosen.kept_blocks < counts.num_blocks and chosen.s_per_step < full.s_per_step
-    assert chosen.fits(139.8, 16.0) and "selective_checkpoint_budget_gib=" in chosen.overrides()
+    assert chosen.fits(gpu, 16.0) and "selective_checkpoint_budget_gib=" in chosen.overrides()
 
     net = build_net("14B", device="meta", activation_checkpointing="selective",
                     selective_checkpoint_budget_gib=chosen.budget_gib)  # fmt: skip
@@ -376,7 +379,7 @@ def test_planner_keeps_as_many_attention_outputs_as_fit_and_auto_sets_that_budge
     cfg = compose_config("cosmos_predict2/configs/base/config.py", [
         "experiment=predict2_video2world_lora_training_14b_cosmos_nemo_assets", "model.config.memory_mode=auto"])
     model = instantiate(cfg.model)
-    model.resolve_memory_mode(LATENT_720P, gpu_memory_gib=139.8, host_memory_gib=16.0)
+    model.resolve_memory_mode(LATENT_720P, gpu_memory_gib=gpu, host_memory_gib=16.0)
     c = model.config
     assert (c.memory_mode, c.activation_checkpointing, c.selective_checkpoint_budget_gib) == (
         "default", "selective", chosen.budget_gib)

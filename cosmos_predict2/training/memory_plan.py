@@ -10,12 +10,13 @@ The model, per step of batch 1 (u = one block input [L, D] in the compute dtype,
   time = linear FLOPs / R_LINEAR + attention FLOPs / R_ATTENTION + activation bytes / R_ELEMENTWISE, and for the
          low-memory modes each phase takes at least its host<->device copies at HOST_LINK_GBPS.
 Calibrated on the rows measured on one H200 with FlashAttention-4 and the default fused bf16 adapters
-(BENCHMARKS.md, `MEASURED` below): every peak within 2.2%, every time within 1.6%; a partial selective row (2B 720p,
-21 of 28 blocks kept) is predicted within 1%, and two 14B low-memory selective rows measured after calibration within
-1.3% peak and 1.6% time. Everything else (other resolutions and GPUs, weight streaming alone)
-is a prediction; the step time is the H200's. PEFT's fp32 adapter path (lora_compute_dtype=float32, a network
-without FusedLoraLinear) adds its measured extra working set and time (FP32_ADAPTER_*; its ten rows,
-MEASURED_FP32_ADAPTERS, within 4.8% peak and 3.0% time).
+(BENCHMARKS.md, `MEASURED` below): the three peaks measured with the current code within 1.0%, every time within
+2.0%; before the 2026-12-04 change of the MLP's backward (a uniform -6.8 u of working set, measured on three rows both
+ways) every peak was within 2.2%, a partial selective row (2B 720p, 21 of 28 blocks kept) within 1%, and two 14B
+low-memory selective rows measured after calibration within 1.3%. Everything else (other resolutions and GPUs,
+weight streaming alone) is a prediction; the step time is the H200's. PEFT's fp32 adapter path
+(lora_compute_dtype=float32, a network without FusedLoraLinear) adds its measured extra working set and time
+(FP32_ADAPTER_*; its ten rows, MEASURED_FP32_ADAPTERS, within 4.8% peak and 3.0% time).
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ from cosmos_predict2.configs.model_config import MEMORY_MODES
 from cosmos_predict2.lora.adapters import FusedLoraLinear
 
 GIB = 2**30
-# One block's recompute + backward working set in units of u, fitted on the measured peaks (30.4-31.7 u): the tensors
-# the block saves for its own backward (the adapted layers' inputs, the MLP's 4D hidden twice, the q/k norms' fp32
-# inputs, attention's q/k/v/out) plus the backward's gradients in flight. PEFT's fp32 adapter path
-# (lora_compute_dtype=float32) measured 36.2 u, and 47.5 u before its down projections kept their bf16 input.
-WORKING_SET_U = 30.9
+# One block's recompute + backward working set in units of u, fitted on the measured peaks: the tensors the block
+# saves for its own backward (the adapted layers' inputs, the MLP's 4D hidden, the q/k norms' inputs, attention's
+# q/k/v/out) plus the backward's gradients in flight. 30.9 u until 2026-12-04, when the fused adapters began to form
+# each input gradient in one buffer and the MLP's second projection to keep the GELU's input instead of its output
+# (lora/adapters.py `_LinearWithLora`): -6.3 to -7.5 u on the three rows measured both ways (BENCHMARKS.md).
+WORKING_SET_U = 24.1
 # Nested checkpointing (networks/dit.py) holds one sub-layer's tensors at a time plus the three sub-layer inputs and
-# the handed-off self-attention output: fitted on the two measured nested peaks (21.2 and 21.6 u).
-WORKING_SET_NESTED_U = 21.4
+# the handed-off self-attention output: 21.4 u fitted on the two nested peaks of 2026-12-03, 2.8 u less measured
+# after the input gradients moved into one buffer (before the GELU change, which can only lower it further).
+WORKING_SET_NESTED_U = 18.6
 TRAINABLE_BYTES = 20  # fp32 parameter, gradient, AdamW exp_avg and exp_avg_sq, EMA shadow
 # Effective H200 rates fitted on the measured step times (not hardware peaks: the elementwise term absorbs
 # LayerNorm/RMSNorm/RoPE/GELU and the adapters' small products, which scale with the activation bytes). With PEFT's
@@ -46,9 +49,10 @@ R_LINEAR = 668e12  # FLOP/s
 R_ATTENTION = 682e12  # FLOP/s, FlashAttention-4 (cuDNN measured 1.09x slower on the 2B 720p step)
 R_ELEMENTWISE = 2.6e10  # activation bytes per second of per-element work
 # PEFT's fp32 adapter path (lora_compute_dtype=float32) against the fused adapters, on the seven rows measured both
-# ways (MEASURED_FP32_ADAPTERS / MEASURED): its [tokens, out] fp32 temporaries add 5.3 u to the working set (3.7 u
-# nested) and 0.21-0.27 s per GB of block activations (act bytes) to the step.
-FP32_ADAPTER_EXTRA_U, FP32_ADAPTER_EXTRA_NESTED_U = 5.3, 3.7
+# ways (MEASURED_FP32_ADAPTERS / the fused rows of 2026-12-03): its [tokens, out] fp32 temporaries added 5.3 u to
+# the working set (3.7 u nested) and 0.21-0.27 s per GB of block activations (act bytes) to the step; the fused
+# working set has since shrunk by 6.8 u (2.8 u nested), PEFT's path has not.
+FP32_ADAPTER_EXTRA_U, FP32_ADAPTER_EXTRA_NESTED_U = 5.3 + 6.8, 3.7 + 2.8
 FP32_ADAPTER_S_PER_BYTE = 0.24e-9
 HOST_LINK_GBPS = 40.0  # pinned host <-> device copies over PCIe Gen5, per direction
 # A plan fits when peak allocated * ALLOCATOR_HEADROOM + CUDA_CONTEXT_GIB <= the GPU's memory: the caching allocator
@@ -59,21 +63,22 @@ HOST_FRACTION = 0.75  # of the machine's memory, for pinned buffers (the data lo
 CHECKPOINTING = ("selective", "full", "nested")
 TEXT_TOKENS = 512
 
-# The measured rows the constants are calibrated on (BENCHMARKS.md, 2026-12-03, one H200, FlashAttention-4, the
-# default fused bf16 adapters `lora_compute_dtype=base`): (size, rank, latent T,H,W, checkpointing, memory mode,
-# s/step, peak allocated GiB).
+# The measured rows the constants are calibrated on (BENCHMARKS.md, one H200, FlashAttention-4, the default fused bf16
+# adapters `lora_compute_dtype=base`): (size, rank, latent T,H,W, checkpointing, memory mode, s/step, peak allocated
+# GiB). A peak of None: measured (2026-12-03) before the 2026-12-04 change of the MLP's backward, which lowered the
+# peaks and left the times within 0.2% (A/B on the same GPU); those rows check the time model only.
 LATENT_720P, LATENT_480P = (24, 88, 160), (24, 54, 96)
 MEASURED = [
-    ("2B", 16, LATENT_720P, "selective", "default", 10.733, 32.09),
-    ("2B", 16, LATENT_480P, "selective", "default", 1.964, 14.41),
-    ("2B", 16, LATENT_720P, "selective", "offload_activations", 10.781, 15.28),
-    ("2B", 16, LATENT_720P, "full", "low", 13.143, 11.58),
-    ("2B", 16, LATENT_720P, "nested", "low", 13.439, 8.31),
-    ("14B", 32, LATENT_720P, "full", "default", 48.844, 83.00),
-    ("14B", 32, LATENT_720P, "selective", "offload_activations", 40.432, 56.94),
-    ("14B", 32, LATENT_720P, "nested", "low", 49.787, 23.06),
-    ("14B", 32, LATENT_720P, "selective", "low", 40.837, 32.04),  # measured after calibration: a check
-    ("14B", 32, LATENT_480P, "selective", "low", 8.396, 14.59),  # measured after calibration: a check
+    ("2B", 16, LATENT_720P, "selective", "default", 10.844, 29.90),  # 2026-12-04
+    ("2B", 16, LATENT_480P, "selective", "default", 1.985, 13.64),  # 2026-12-04
+    ("14B", 32, LATENT_720P, "selective", "offload_activations", 40.905, 51.37),  # 2026-12-04
+    ("2B", 16, LATENT_720P, "selective", "offload_activations", 10.781, None),
+    ("2B", 16, LATENT_720P, "full", "low", 13.143, None),
+    ("2B", 16, LATENT_720P, "nested", "low", 13.439, None),
+    ("14B", 32, LATENT_720P, "full", "default", 48.844, None),
+    ("14B", 32, LATENT_720P, "nested", "low", 49.787, None),
+    ("14B", 32, LATENT_720P, "selective", "low", 40.837, None),
+    ("14B", 32, LATENT_480P, "selective", "low", 8.396, None),
 ]
 # The same kind of rows with PEFT's fp32 adapter path (lora_compute_dtype=float32; 2026-12-02/03, FA4, BENCHMARKS.md).
 MEASURED_FP32_ADAPTERS = [

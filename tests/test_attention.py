@@ -102,6 +102,32 @@ def test_fa4_matches_cudnn_on_gpu():
         assert fa4_err <= 2 * cudnn_err + 1e-3, errors
 
 
+def test_fa4_forward_tile_table_applies_to_the_measured_shape_on_hopper_only():
+    """The tile table (attention.FA4_SM90_FORWARD_TILES, from benchmarks/bench_fa4_tiles.py) is keyed by the exact q
+    shape it was measured at, on sm90: the 2B 480p guidance batch; training's batch 1, 720p, 14B's 40 heads and other
+    GPUs keep FA4's default."""
+    assert attn.fa4_forward_tile((2, 31104, 16, 128), (9, 0)) == (128, 144)
+    for shape in ((1, 31104, 16, 128), (2, 84480, 16, 128), (2, 31104, 40, 128)):
+        assert attn.fa4_forward_tile(shape, (9, 0)) is None, shape
+    assert attn.fa4_forward_tile((2, 31104, 16, 128), (10, 0)) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or attn._fa4_function() is None,
+                    reason="needs a CUDA GPU (sm90+) with flash-attn-4 installed")
+def test_fa4_tabled_tile_matches_the_default_tile_on_gpu():
+    """At the tabled 480p shape the forward with the tabled tile equals FA4's default tile to bf16 rounding."""
+    from flash_attn.cute.interface import _flash_attn_fwd
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the table is for sm90")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 31104, 16, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    out, lse = attn._fa4_kernels()[0](q, k, v)
+    default_out, default_lse, *_ = _flash_attn_fwd(q, k, v, return_lse=True)
+    torch.testing.assert_close(out, default_out, rtol=2**-7, atol=1e-3)  # bf16: a few ulps of summation order
+    torch.testing.assert_close(lse, default_lse, rtol=1e-5, atol=1e-4)
+
+
 # --- FlashAttention-4 as a custom op: its autograd and selective checkpointing, with a math stand-in kernel ---
 
 class _MathKernels:

@@ -355,8 +355,9 @@ def test_planner_orders_the_modes():
 
 def test_planner_keeps_as_many_attention_outputs_as_fit_and_auto_sets_that_budget():
     """14B 720p on a 120 GiB GPU with little host memory (no pinned buffers): keeping every block's self-attention
-    output does not fit (it does on an H200 since 2026-12-04's smaller working set), full checkpointing does; selective checkpointing with a budget for K blocks is faster than full and
-    fits, the network given that budget keeps exactly K blocks' outputs, and memory_mode=auto sets the budget."""
+    output does not fit (it does on an H200 since 2026-12-04's smaller working set), full checkpointing does;
+    selective checkpointing with a budget for K blocks is faster than full and fits, the network given that budget
+    keeps exactly K blocks' outputs, and memory_mode=auto sets the budget."""
     from cosmos_predict2.configs.compose import compose_config
     from cosmos_predict2.configs.lazy import instantiate
     from cosmos_predict2.training.memory_plan import LATENT_720P, choose, plan, tokens

@@ -54,6 +54,17 @@ def get_attention_backend() -> str:
     return _backend
 
 
+# FA4's sm90 forward tile (tile_m, tile_n) for q shapes [B, L, heads, head_dim] where one was measured faster than its
+# default 128 x 128 (benchmarks/bench_fa4_tiles.py, BENCHMARKS.md 2026-12-04): the 2B 480p guidance batch, 23.5 ms
+# instead of 24.8 ms per layer (outputs within 2.4e-4). At 720p (2B and 14B) no tile beat the default.
+FA4_SM90_FORWARD_TILES: dict[tuple[int, int, int, int], tuple[int, int]] = {(2, 31104, 16, 128): (128, 144)}
+
+
+def fa4_forward_tile(q_shape: tuple[int, ...], capability: tuple[int, int]) -> tuple[int, int] | None:
+    """The measured forward tile for this q shape on a GPU of this compute capability; None: FA4's default."""
+    return FA4_SM90_FORWARD_TILES.get(tuple(q_shape)) if capability == (9, 0) else None
+
+
 @functools.cache
 def _fa4_kernels() -> tuple[Callable, Callable] | None:
     """FlashAttention-4's (forward, backward) kernel calls if the package is installed and imports, else None.
@@ -69,7 +80,8 @@ def _fa4_kernels() -> tuple[Callable, Callable] | None:
     warnings.filterwarnings("ignore", message="Argument aux_data .* cannot be converted", category=UserWarning)
 
     def forward(q, k, v):
-        out, lse, *_ = _flash_attn_fwd(q, k, v, return_lse=True)
+        tile = fa4_forward_tile(q.shape, torch.cuda.get_device_capability(q.device))
+        out, lse, *_ = _flash_attn_fwd(q, k, v, return_lse=True, **({"tile_mn": tile} if tile else {}))
         return out, lse
 
     def backward(q, k, v, out, dout, lse):

@@ -88,30 +88,19 @@ def _alloc_label(frames: list[dict]) -> str:
     return f"{phase}: {where['filename'].rsplit('/', 1)[-1]}:{where['line']} {where['name']}"
 
 
-def memory_at_peak(fn: Callable[[], object], top: int = 25) -> dict:
-    """Run `fn` once with the CUDA caching allocator's history recorded; rebuild the blocks that were live at the
-    peak of allocated memory and sum them by where they were allocated (`_alloc_label`). Blocks allocated before
-    the call (weights, optimizer state, saved tensors of nothing) are the `baseline`."""
-    torch.cuda.synchronize()
-    baseline = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    torch.cuda.memory._record_memory_history(max_entries=2_000_000, context="alloc", stacks="python")
-    try:
-        fn()
-        torch.cuda.synchronize()
-        snapshot = torch.cuda.memory._snapshot()
-    finally:
-        torch.cuda.memory._record_memory_history(enabled=None)
-    events = snapshot["device_traces"][torch.cuda.current_device()]
-    live: dict[int, int] = {}
+def live_at_peak(events: list[dict]) -> tuple[int, int, list[list]]:
+    """From the allocator's trace (alloc / free_requested / free_completed events of one device): the peak of the
+    bytes allocated within the trace, the index of the event that reached it, and the blocks live there summed by
+    `_alloc_label`: [label, GiB, count], largest first. A block freed twice (requested, completed) counts once; a
+    free of a block allocated before the trace is ignored."""
+    live: dict[int, dict] = {}
     total = peak = peak_index = 0
     for i, e in enumerate(events):  # first pass: where the peak is
         if e["action"] == "alloc":
-            live[e["addr"]] = i
+            live[e["addr"]] = e
             total += e["size"]
         elif e["action"] in ("free_requested", "free_completed") and e["addr"] in live:
-            del live[e["addr"]]
-            total -= e["size"]
+            total -= live.pop(e["addr"])["size"]
         if total > peak:
             peak, peak_index = total, i
     live = {}
@@ -126,10 +115,30 @@ def memory_at_peak(fn: Callable[[], object], top: int = 25) -> dict:
         entry[0] += e["size"]
         entry[1] += 1
     rows = sorted(([label, size / 2**30, count] for label, (size, count) in by_label.items()), key=lambda r: -r[1])
+    return peak, peak_index, rows
+
+
+def memory_at_peak(fn: Callable[[], object], top: int = 25) -> dict:
+    """Run `fn` once with the CUDA caching allocator's history recorded; rebuild the blocks that were live at the
+    peak of allocated memory and sum them by where they were allocated (`_alloc_label`). Blocks allocated before
+    the call (weights, optimizer state) are the `baseline`."""
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, context="alloc", stacks="python")
+    try:
+        fn()
+        torch.cuda.synchronize()
+        snapshot = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    events = snapshot["device_traces"][torch.cuda.current_device()]
+    peak, peak_index, rows = live_at_peak(events)
     return {"baseline_gib": baseline / 2**30, "peak_above_baseline_gib": peak / 2**30,
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30, "events": len(events),
-            "live_at_peak": rows[:top], "peak_event": {k: v for k, v in events[peak_index].items() if k != "frames"}
-            | {"frames": events[peak_index].get("frames", [])[:8]}}  # fmt: skip
+            "live_at_peak": rows[:top],
+            "peak_event": {k: v for k, v in (events[peak_index] if events else {}).items() if k != "frames"}
+            | {"frames": (events[peak_index] if events else {}).get("frames", [])[:8]}}  # fmt: skip
 
 
 def print_memory(report: dict, title: str) -> None:

@@ -58,3 +58,28 @@ def test_bench_train_step_stops_a_row_at_its_time_limit_and_keeps_the_others(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "bench_train_step.json").read_text())["rows"]
     assert len(rows) == 1 and rows[0]["peak_gib"] == "stopped after 0.5 s" and rows[0]["s_per_step"] is None
+
+
+def test_live_at_peak_rebuilds_the_blocks_live_at_the_allocated_peak():
+    """bench_train_step.py --memory_profile's analysis on a hand-made allocator trace: the peak is where the bytes
+    allocated within the trace are largest; the blocks live there are summed by phase and our innermost frame."""
+    from benchmarks.profiling import live_at_peak
+
+    ours = [{"filename": "/x/cosmos_predict2/networks/dit.py", "line": 75, "name": "gated_residual"}]
+    recompute = [*ours, {"filename": "/t/checkpoint.py", "line": 1, "name": "recompute_fn"}]
+    G = 2**30
+    events = [
+        {"action": "free_requested", "addr": 99, "size": G},  # allocated before the trace: ignored
+        {"action": "alloc", "addr": 1, "size": 2 * G, "frames": ours},
+        {"action": "alloc", "addr": 2, "size": G, "frames": recompute},
+        {"action": "free_requested", "addr": 2, "size": G},
+        {"action": "free_completed", "addr": 2, "size": G},  # the same free again: counted once
+        {"action": "alloc", "addr": 3, "size": 3 * G, "frames": []},  # the peak: 5 GiB
+        {"action": "free_requested", "addr": 3, "size": 3 * G},
+        {"action": "alloc", "addr": 4, "size": G, "frames": recompute},
+    ]
+    peak, index, rows = live_at_peak(events)
+    assert (peak, index) == (5 * G, 5)
+    assert rows == [["backward (autograd engine)", 3.0, 1], ["forward: dit.py:75 gated_residual", 2.0, 1]]
+    assert live_at_peak(events[:3])[2] == [["forward: dit.py:75 gated_residual", 2.0, 1],
+                                          ["recompute: dit.py:75 gated_residual", 1.0, 1]]  # fmt: skip

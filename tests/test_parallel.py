@@ -62,6 +62,27 @@ def test_process_group_follows_the_requested_device(monkeypatch, device, backend
     assert calls.get("set_device") == (1 if backend == "nccl" else None)
 
 
+@pytest.mark.parametrize("already_joined", [False, True])
+def test_shutdown_leaves_only_the_group_init_distributed_joined(monkeypatch, already_joined):
+    """A torchrun job that exits with its gloo group alive can abort at interpreter exit (`terminate called without
+    an active exception`, seen in CI after "Done with training."): the group init_distributed joined is destroyed;
+    one the caller made stays for the caller."""
+    import torch.distributed as dist
+
+    from cosmos_predict2 import parallel
+
+    state = {"joined": already_joined, "destroyed": 0}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: state["joined"])
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: state.update(joined=True))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: state.update(joined=False, destroyed=1))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    proc = parallel.init_distributed("cpu")
+    assert proc.owns_process_group is not already_joined
+    parallel.shutdown_distributed(proc)
+    assert state == {"joined": already_joined, "destroyed": int(not already_joined)}
+
+
 def test_all_to_all_takes_the_autograd_collective_only_when_a_gradient_flows(monkeypatch):
     """torch 2.11 has no inference-mode kernel for the autograd all-to-all (CP inference crashed on an H200)."""
     from torch.distributed import _functional_collectives as fc

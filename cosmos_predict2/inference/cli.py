@@ -41,7 +41,13 @@ from cosmos_predict2.inference.model_loading import (
 from cosmos_predict2.inference.pipeline import Deferred, GenerationTimings, Video2WorldPipeline
 from cosmos_predict2.inference.safety import SafetyModels, check_safety_models, refined_prompt_path
 from cosmos_predict2.networks import attention_backend_for
-from cosmos_predict2.parallel import ProcessInfo, init_distributed, parallelize_net, resolve_device
+from cosmos_predict2.parallel import (
+    ProcessInfo,
+    init_distributed,
+    parallelize_net,
+    resolve_device,
+    shutdown_distributed,
+)
 
 MODEL_SIZE_CHOICES = ("2B", "14B", "tiny")  # tiny: the small test/demo network (needs --size and tiny T5/VAE)
 
@@ -407,6 +413,12 @@ def main(argv: Sequence[str] | None = None, lora: bool = False) -> list[Path]:
     log = print
     request = check_request(args, lora)
     proc = _process(args)
+    written = _generate(args, request, proc, log)
+    shutdown_distributed(proc)  # finished: every rank got here
+    return written
+
+
+def _generate(args: argparse.Namespace, request: Request, proc: ProcessInfo, log) -> list[Path]:
     safety = _screen_prompts(args, request, proc, log)  # guardrail / prompt refiner: every prompt before the DiT
     if not request.jobs:
         return []

@@ -25,6 +25,7 @@ class ProcessInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_process_group: bool = False  # init_distributed joined it here, so shutdown_distributed leaves it
 
     @property
     def is_main(self) -> bool:
@@ -54,10 +55,23 @@ def init_distributed(device: str | torch.device | None = None) -> ProcessInfo:
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved.index if resolved.index is not None else local_rank)
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 and dist.is_initialized() else 0
-    return ProcessInfo(rank=rank, world_size=world, local_rank=local_rank, device=resolved)
+    return ProcessInfo(rank=rank, world_size=world, local_rank=local_rank, device=resolved, owns_process_group=owns)
+
+
+def shutdown_distributed(proc: ProcessInfo) -> None:
+    """Leave the process group `init_distributed` joined for `proc` (a group the caller made is left alone).
+
+    Call it when the work finished, not on an error: a rank that failed while the others wait in a collective would
+    hang here (torchtitan destroys on success only, for the same reason). Exiting without it lets gloo's worker
+    threads outlive the interpreter: `terminate called without an active exception`, SIGABRT, and torchrun reports
+    a finished run as failed (seen on CPU under torchrun; NCCL warns that the group was not destroyed).
+    """
+    if proc.owns_process_group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:
@@ -155,5 +169,6 @@ __all__ = [
     "is_main_process",
     "parallelize_net",
     "resolve_device",
+    "shutdown_distributed",
     "world_size",
 ]

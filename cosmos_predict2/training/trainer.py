@@ -39,7 +39,7 @@ from cosmos_predict2 import parallel
 from cosmos_predict2.configs.lazy import instantiate
 from cosmos_predict2.data import heldout
 from cosmos_predict2.io import atomic_write_text, remove_temporary_files, safe_load
-from cosmos_predict2.parallel import ProcessInfo, init_distributed
+from cosmos_predict2.parallel import ProcessInfo, init_distributed, shutdown_distributed
 from cosmos_predict2.training.checkpointer import (
     PARTS,
     Checkpointer,
@@ -273,6 +273,7 @@ def train(cfg: DictConfig) -> TrainResult:
     finally:
         if lock is not None:
             lock.release()
+    shutdown_distributed(proc)  # finished: every rank got here
     return TrainResult(job_dir, start, run.state["iteration"], losses)
 
 

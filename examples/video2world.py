@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # run as a file (python examples/video2world.py):
 
 from cosmos_predict2.inference.cli import main as _main  # noqa: E402
 from cosmos_predict2.inference.cli import run  # noqa: E402
+from cosmos_predict2.parallel import end_process  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -23,4 +24,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(run(lora=False))
+    end_process(run(lora=False))

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from cosmos_predict2.inference.cli import main as _main  # noqa: E402
 from cosmos_predict2.inference.cli import run  # noqa: E402
+from cosmos_predict2.parallel import end_process  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -27,4 +28,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(run(lora=True))
+    end_process(run(lora=True))

@@ -128,4 +128,7 @@ def dryrun(cfg, gpu_memory_gib: float | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    from cosmos_predict2.parallel import end_process
+
+    end_process(exit_code)

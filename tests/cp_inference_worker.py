@@ -10,6 +10,7 @@ import sys
 import torch
 
 from cosmos_predict2.inference import cli
+from cosmos_predict2.parallel import end_process
 
 
 def keep_decoded_video(save_video):
@@ -30,3 +31,4 @@ if __name__ == "__main__":
         argv, script = argv[1:], video2world_lora
     cli.save_video = keep_decoded_video(cli.save_video)
     script.main(argv)
+    end_process(0)

@@ -1,8 +1,10 @@
 """Worker for tests/test_parallel.py, started with torchrun (gloo on CPU, NCCL on GPUs): context parallelism must
-give the same outputs and gradients as one process."""
+give the same outputs and gradients as one process, and leaving the process group must stop gloo's threads (left
+running, they can abort the interpreter at exit)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -10,11 +12,12 @@ import torch.distributed as dist
 
 from cosmos_predict2.networks import build_net
 from cosmos_predict2.networks.weights import randomize_
-from cosmos_predict2.parallel import init_distributed, parallelize_net
+from cosmos_predict2.parallel import end_process, init_distributed, parallelize_net, shutdown_distributed
 
 
 def main(out_path: str) -> None:
-    device = init_distributed().device
+    proc = init_distributed()
+    device = proc.device
     torch.manual_seed(0)
     net = randomize_(build_net("tiny", crossattn_emb_channels=32), seed=3).to(device)
     g = torch.Generator().manual_seed(1)
@@ -32,10 +35,28 @@ def main(out_path: str) -> None:
     grads = torch.cat([p.grad.flatten() for p in net.parameters()])
     dist.all_reduce(grads)
     grads /= dist.get_world_size()  # the average FSDP would take
-    if dist.get_rank() == 0:
-        torch.save({"out": out.detach().cpu(), "grads": grads.cpu()}, out_path)
-    dist.destroy_process_group()
+    rank, result = dist.get_rank(), {"out": out.detach().cpu(), "grads": grads.cpu()}
+    del net, out  # the network's context-parallel attention holds the group
+    shutdown_distributed(proc)
+    result["gloo_threads_left"] = gloo_threads()
+    if rank == 0:
+        torch.save(result, out_path)
+
+
+def gloo_threads() -> int:
+    """This process's threads named like gloo's (Linux names them in /proc; elsewhere 0)."""
+    if not os.path.isdir("/proc/self/task"):
+        return 0
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sum(name.startswith(("pt_gloo", "gloo_")) for name in names)
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    end_process(0)

@@ -83,24 +83,61 @@ def test_shutdown_leaves_only_the_group_init_distributed_joined(monkeypatch, alr
     assert state == {"joined": already_joined, "destroyed": int(not already_joined)}
 
 
-def test_all_to_all_takes_the_autograd_collective_only_when_a_gradient_flows(monkeypatch):
-    """torch 2.11 has no inference-mode kernel for the autograd all-to-all (CP inference crashed on an H200)."""
-    from torch.distributed import _functional_collectives as fc
+def test_end_process_exits_one_process_normally(monkeypatch):
+    from cosmos_predict2.parallel import end_process
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        end_process(3)
+    assert exit_info.value.code == 3
+
+
+def test_end_process_of_a_rank_finishes_threads_exit_handlers_and_output(tmp_path):
+    """A torchrun rank skips the interpreter's teardown (gloo's threads can abort it), not what a normal exit does
+    before it: non-daemon threads finish, atexit handlers run, buffered output is written."""
+    script = tmp_path / "rank.py"
+    script.write_text(f"""
+import atexit, pathlib, sys, threading, time
+from cosmos_predict2.parallel import end_process
+out = pathlib.Path({str(tmp_path)!r})
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.3), (out / "thread").write_text("done"))).start()
+sys.stdout.write("no newline yet")
+end_process(3)
+raise AssertionError("end_process returned")
+""")
+    env = {**os.environ, "WORLD_SIZE": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "no newline yet" and not proc.stderr
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+
+
+def test_all_to_all_is_its_own_backward_and_runs_without_autograd(monkeypatch):
+    """The exchange's adjoint is the exchange (a transpose of (rank, part)): stood in here by a flip of dim 0, which is
+    also its own inverse and adjoint. Under inference mode too (torch 2.11's autograd functional collective had no
+    kernel there: CP inference crashed on an H200)."""
+    import torch.distributed as dist
 
     from cosmos_predict2.parallel.context_parallel import _all_to_all
 
-    used = []
-    monkeypatch.setattr(fc, "all_to_all_single", lambda x, *a: used.append("plain") or x * 1)
-    monkeypatch.setattr(fc, "all_to_all_single_autograd", lambda x, *a: used.append("autograd") or x * 1)
-    monkeypatch.setattr(fc, "wait_tensor", lambda x: x)
-    x = torch.randn(2, 3, requires_grad=True)
-    _all_to_all(x, group=None)
+    calls = []
+
+    def flip_exchange(recv, send, group=None):
+        calls.append(group)
+        recv.copy_(send.flip(0))
+
+    monkeypatch.setattr(dist, "all_to_all_single", flip_exchange)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _all_to_all(t, "g"), (x,))
+    g = torch.randn(4, 3, dtype=torch.float64)
+    calls.clear()
+    (_all_to_all(x, "g") * g).sum().backward()
+    assert torch.equal(x.grad, g.flip(0)) and calls == ["g", "g"]
     with torch.inference_mode():
-        _all_to_all(torch.randn(2, 3), group=None)
+        assert torch.equal(_all_to_all(x.detach(), "g"), x.detach().flip(0))
     with torch.no_grad():
-        _all_to_all(x, group=None)
-    _all_to_all(torch.randn(2, 3), group=None)
-    assert used == ["autograd", "plain", "plain", "plain"]
+        assert not _all_to_all(x, "g").requires_grad
 
 
 def test_context_parallel_matches_single_process(tmp_path):
@@ -119,6 +156,7 @@ def test_context_parallel_matches_single_process(tmp_path):
     # fp32; only the attention's summation order differs between one 4-frame SDPA and the all-to-all version.
     torch.testing.assert_close(got["out"], out.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["grads"], grads, rtol=1e-4, atol=1e-6)
+    assert got["gloo_threads_left"] == 0  # the group the CP attention ran on was freed
 
 
 TRAIN = ["-m", "scripts.train", "--config=cosmos_predict2/configs/base/config.py", "--"]

@@ -9,8 +9,13 @@ block, mesh (replicate, shard)).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
+import sys
+import threading
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -63,15 +68,42 @@ def init_distributed(device: str | torch.device | None = None) -> ProcessInfo:
 
 
 def shutdown_distributed(proc: ProcessInfo) -> None:
-    """Leave the process group `init_distributed` joined for `proc` (a group the caller made is left alone).
+    """Leave the process group `init_distributed` joined for `proc` (a group the caller made is left alone), and
+    free its groups now, while the interpreter is whole.
 
-    Call it when the work finished, not on an error: a rank that failed while the others wait in a collective would
-    hang here (torchtitan destroys on success only, for the same reason). Exiting without it lets gloo's worker
-    threads outlive the interpreter: `terminate called without an active exception`, SIGABRT, and torchrun reports
-    a finished run as failed (seen on CPU under torchrun; NCCL warns that the group was not destroyed).
+    Call it when the work finished and the objects holding groups (the network's FSDP and context-parallel state)
+    are out of scope, not on an error: a rank that failed while the others wait in a collective would hang here
+    (torchtitan destroys on success only, for the same reason). `destroy_process_group` unregisters the groups, but
+    a gloo group's threads run until its last reference goes; references held in reference cycles (modules and
+    their hooks) would go at interpreter exit, where gloo's teardown can abort (`terminate called without an active
+    exception`, SIGABRT: torchrun then reports a finished run as failed; seen on CPU under torchrun). Hence the
+    collection right after.
     """
     if proc.owns_process_group and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit an entry point with `code`. A torchrun rank (WORLD_SIZE > 1) exits without tearing down the interpreter:
+    its non-daemon threads are joined and its exit handlers run first, as at a normal exit, so files and logs are
+    complete.
+
+    Why: a group a functional collective has run on (DTensor's, so FSDP2's, gradient clipping and state dicts use
+    them) stays referenced from C++ after `destroy_process_group` (torch 2.11-2.13), so gloo's threads are still
+    running when the interpreter is torn down, and that teardown could abort a finished CPU run (`terminate called
+    without an active exception`, SIGABRT: torchrun then reported the run as failed; seen in CI and in 5 of 35 runs
+    of the two-rank tests on one machine). One process has no group and exits normally.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        sys.exit(code)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # what Python runs at exit (logging's flush and close, multiprocessing's cleanup)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def world_size() -> int:
@@ -165,6 +197,7 @@ __all__ = [
     "all_reduce_mean_",
     "barrier",
     "dp_rank_and_size",
+    "end_process",
     "init_distributed",
     "is_main_process",
     "parallelize_net",

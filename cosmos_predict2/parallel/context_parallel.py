@@ -19,16 +19,36 @@ import torch.distributed as dist
 from cosmos_predict2.networks.attention import attention
 
 
+class _AllToAll(torch.autograd.Function):
+    """All-to-all over dim 0 in equal parts; its backward is the same all-to-all of the gradient (part j of what a
+    rank received came from rank j, so part j of the gradient goes back to it).
+
+    c10d's collective, not the functional one (`all_to_all_single_autograd`): a group a functional collective has
+    run on stays referenced from C++ after `destroy_process_group` (torch 2.11-2.13), so a gloo group's threads
+    outlived the interpreter and could abort it at exit, after a finished run. Under inference mode and no_grad this
+    runs the forward alone.
+    """
+
+    @staticmethod
+    def forward(ctx, send: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        return _exchange(send, group)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _exchange(grad, ctx.group), None
+
+
+def _exchange(send: torch.Tensor, group) -> torch.Tensor:
+    send = send.contiguous()
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send, group=group)
+    return recv
+
+
 def _all_to_all(send: torch.Tensor, group) -> torch.Tensor:
     """All-to-all over dim 0; differentiable (the backward is the reverse all-to-all) when a gradient is needed."""
-    from torch.distributed import _functional_collectives as fc
-
-    if torch.is_grad_enabled() and send.requires_grad:
-        return fc.wait_tensor(fc.all_to_all_single_autograd(send, None, None, group))
-    # The autograd variant has no kernel under torch.inference_mode in torch 2.11 ("Could not run
-    # '_c10d_functional_autograd::all_to_all_single' with arguments from the 'CPU' backend", seen with torchrun
-    # on 2 ranks); the plain functional collective runs everywhere.
-    return fc.wait_tensor(fc.all_to_all_single(send, None, None, group))
+    return _AllToAll.apply(send, group)
 
 
 def cp_size_and_rank(group) -> tuple[int, int]:

@@ -254,6 +254,12 @@ def _should_save(run: Run, iteration: int) -> bool:
 def train(cfg: DictConfig) -> TrainResult:
     """Run (or resume) the training job `cfg` describes; see the module docstring."""
     proc = init_distributed(cfg.trainer.get("device", "auto"))
+    result = _train(cfg, proc)  # its network, optimizer and process-group handles are gone when it returns
+    shutdown_distributed(proc)  # finished: every rank got here
+    return result
+
+
+def _train(cfg: DictConfig, proc: ProcessInfo) -> TrainResult:
     job_dir = job_dir_of(cfg)
     lock = _lock_job_dir(job_dir, proc)
     try:
@@ -273,7 +279,6 @@ def train(cfg: DictConfig) -> TrainResult:
     finally:
         if lock is not None:
             lock.release()
-    shutdown_distributed(proc)  # finished: every rank got here
     return TrainResult(job_dir, start, run.state["iteration"], losses)
 
 

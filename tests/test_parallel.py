@@ -187,9 +187,11 @@ def test_torchrun_lora_with_context_parallel_matches_one_process_and_resumes(dat
     cfg = compose_config("cosmos_predict2/configs/base/config.py",
                          _train_args(dataset13, tmp_path / "one", "trainer.max_iter=4"))  # fmt: skip
     train(cfg)
-    # CP=2 on 2 ranks: one data-parallel replica reading the same samples with the same step seeds.
+    # CP=2 on 2 ranks: one data-parallel replica reading the same samples with the same step seeds. With selective
+    # checkpointing, as the guide's CP recipes run: its recompute repeats the all-to-alls under the policy's mode.
     _torchrun(2, [*TRAIN, *_train_args(dataset13, tmp_path / "cp", "trainer.max_iter=4",
-                                       "model_parallel.context_parallel_size=2")])  # fmt: skip
+                                       "model_parallel.context_parallel_size=2",
+                                       "model.config.activation_checkpointing=selective")])  # fmt: skip
     one = torch.load(tmp_path / "one" / ckpt / "model/iter_000000004.pt", weights_only=True)
     two = torch.load(tmp_path / "cp" / ckpt / "model/iter_000000004.pt", weights_only=True)
     assert one["lora_config"]["rank"] == two["lora_config"]["rank"]

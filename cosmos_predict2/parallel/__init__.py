@@ -68,16 +68,13 @@ def init_distributed(device: str | torch.device | None = None) -> ProcessInfo:
 
 
 def shutdown_distributed(proc: ProcessInfo) -> None:
-    """Leave the process group `init_distributed` joined for `proc` (a group the caller made is left alone), and
-    free its groups now, while the interpreter is whole.
+    """Leave the process group `init_distributed` joined for `proc` (one the caller made is left alone), then collect
+    the reference cycles (modules and their hooks) that still hold groups, so that their gloo threads stop now
+    rather than during the interpreter's teardown (`end_process` says what else keeps a group alive).
 
-    Call it when the work finished and the objects holding groups (the network's FSDP and context-parallel state)
-    are out of scope, not on an error: a rank that failed while the others wait in a collective would hang here
-    (torchtitan destroys on success only, for the same reason). `destroy_process_group` unregisters the groups, but
-    a gloo group's threads run until its last reference goes; references held in reference cycles (modules and
-    their hooks) would go at interpreter exit, where gloo's teardown can abort (`terminate called without an active
-    exception`, SIGABRT: torchrun then reports a finished run as failed; seen on CPU under torchrun). Hence the
-    collection right after.
+    Call it when the work finished and the objects holding groups are out of scope, never on an error: a rank that
+    failed while the others wait in a collective would hang here (torchtitan destroys on success only, for the same
+    reason).
     """
     if proc.owns_process_group and dist.is_initialized():
         dist.destroy_process_group()
@@ -89,11 +86,12 @@ def end_process(code: int) -> NoReturn:
     its non-daemon threads are joined and its exit handlers run first, as at a normal exit, so files and logs are
     complete.
 
-    Why: a group a functional collective has run on (DTensor's, so FSDP2's, gradient clipping and state dicts use
-    them) stays referenced from C++ after `destroy_process_group` (torch 2.11-2.13), so gloo's threads are still
-    running when the interpreter is torn down, and that teardown could abort a finished CPU run (`terminate called
-    without an active exception`, SIGABRT: torchrun then reported the run as failed; seen in CI and in 5 of 35 runs
-    of the two-rank tests on one machine). One process has no group and exits normally.
+    Why: PyTorch keeps a C++ reference to every group a functional collective has run on, after
+    `destroy_process_group` too (measured with torch 2.13), and DTensor's collectives are functional ones (FSDP2's
+    gradient clipping and state dicts use them). So a training rank's gloo threads are still running when the
+    interpreter is torn down, and that teardown sometimes aborted a finished CPU run (`terminate called without an
+    active exception`, SIGABRT, which torchrun reports as a failed run; seen in CI and in 5 of 15 runs of the
+    two-rank tests here). One process has no group and exits normally.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         sys.exit(code)

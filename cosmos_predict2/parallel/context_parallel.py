@@ -23,10 +23,8 @@ class _AllToAll(torch.autograd.Function):
     """All-to-all over dim 0 in equal parts; its backward is the same all-to-all of the gradient (part j of what a
     rank received came from rank j, so part j of the gradient goes back to it).
 
-    c10d's collective, not the functional one (`all_to_all_single_autograd`): a group a functional collective has
-    run on stays referenced from C++ after `destroy_process_group` (torch 2.11-2.13), so a gloo group's threads
-    outlived the interpreter and could abort it at exit, after a finished run. Under inference mode and no_grad this
-    runs the forward alone.
+    c10d's collective, not the functional one (`all_to_all_single_autograd`), so that leaving the process group frees
+    the group (see `parallel.end_process`). Under inference mode and no_grad this runs the forward alone.
     """
 
     @staticmethod

@@ -47,8 +47,11 @@ def test_concat_dataset_through_dataloader(dataset_dir, tmp_path):
 
 
 def test_dataloader_with_workers(dataset_dir):
+    """Workers forked after this process decoded a clip (as a training process does before its loader starts) read
+    clips too: PyAV's per-thread swscale pool must not be inherited half-alive (it hung every worker with av 18)."""
     ds = Dataset(dataset_dir, 9, (32, 48))
-    batch = next(iter(DataLoader(ds, batch_size=3, num_workers=2)))
+    assert ds[0]["video"].shape == (3, 9, 32, 48)  # a decode in the parent before the workers fork
+    batch = next(iter(DataLoader(ds, batch_size=3, num_workers=2, timeout=60)))  # a hang fails here, not the suite
     assert batch["video"].shape == (3, 3, 9, 32, 48)
 
 

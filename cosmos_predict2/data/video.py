@@ -104,7 +104,9 @@ def _decode_window(
             continue
         if not frames and idx > start:
             raise _SeekOvershootError()
-        frames.append(frame.to_ndarray(format="rgb24") if keep else None)
+        # threads=1: PyAV >= 17 converts with a swscale thread pool kept per thread; a DataLoader worker forked after
+        # this process converted one frame inherits that pool without its threads and waits on it forever.
+        frames.append(frame.to_ndarray(format="rgb24", threads=1) if keep else None)
         if len(frames) == num_frames:
             break
     return frames

@@ -286,7 +286,13 @@ def _concurrent_case(runs: Runs, reference: Path, table: Table) -> None:
     first, first_log = runs.start(root)
     lock = root / JOB / "job.lock"
     _wait_for(lambda: f'"pid": {first.pid}' in _text(lock) or not first.is_alive(), what="the first run's lock")
-    rc, out = runs.run(root)
+    # Paused while the second starts: the tiny first run can otherwise finish (and free the folder) before the second
+    # reaches its lock check, which then rightly resumes the finished run (seen once in CI-like load).
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        rc, out = runs.run(root)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     first.join(120)
     refused = rc != 0 and f"is in use by another training run (pid {first.pid}" in out and "scripts.train" in out
     same = first.exitcode == 0 and _same_final(root, reference)

@@ -55,6 +55,13 @@ def test_dataloader_with_workers(dataset_dir):
     assert batch["video"].shape == (3, 3, 9, 32, 48)
 
 
+def test_dataloader_with_spawned_workers(dataset_dir):
+    """The troubleshooting guide's fallback for decoding outside our reader: spawned workers (the dataset pickles)."""
+    ds = Dataset(dataset_dir, 9, (32, 48))
+    loader = DataLoader(ds, batch_size=3, num_workers=1, multiprocessing_context="spawn", timeout=120)
+    assert next(iter(loader))["video"].shape == (3, 3, 9, 32, 48)
+
+
 def _broken_dataset(root):
     root = make_dataset(root, {"good": 17, "short": 9, "nometa": 17, "badmeta": 17, "noemb": 17, "bademb": 17})
     (root / "metas" / "nometa.txt").unlink()

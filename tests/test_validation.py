@@ -227,3 +227,12 @@ def test_a_separate_validation_folder_holds_nothing_out(dataset_dir, tmp_path):
     assert split_of(cfg.dataloader_val) is None  # every training clip trains
     clips = validation_clips(cfg.dataloader_val, cfg.dataloader_train.dataset, None)
     assert clips.stems == ["v0", "v1"] and clips.videos[0] == other / "videos" / "v0.mp4"
+
+
+def test_training_with_loader_workers_and_validation(dataset_dir, tmp_path):
+    """Worker processes with validation on: the main process decodes clips before the loader forks (PyAV 18's
+    threaded swscale hung every worker then); the loader's timeout turns a hang into a failure."""
+    cfg = make_cfg(dataset_dir, tmp_path, "trainer.max_iter=2", "dataloader_train.num_workers=2",
+                   "+dataloader_train.timeout=60")  # fmt: skip
+    train(cfg)
+    assert [r["iteration"] for r in records(job_dir_of(cfg))] == [2]
